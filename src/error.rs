@@ -1,0 +1,212 @@
+//! `ApiError`: every way a request can fail, each mapped to exactly one HTTP status and
+//! API.md's JSON error body.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::http::Response;
+
+/// Seconds a client is asked to wait after a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A field failed validation: 400 with `"field"`.
+    Validation {
+        field: &'static str,
+        msg: String,
+    },
+    /// Anything else wrong with the request itself: 400.
+    BadRequest(String),
+    Unauthorized,
+    NotFound(&'static str),
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    Conflict(&'static str),
+    PayloadTooLarge {
+        limit: usize,
+    },
+    UnsupportedMediaType,
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The database can't be reached or no pooled connection freed up in time.
+    Unavailable(Box<dyn StdError + Send + Sync>),
+    /// Anything else; the source is logged, never shown.
+    Internal(Box<dyn StdError + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn validation(field: &'static str, msg: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            field,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn internal(e: impl Into<Box<dyn StdError + Send + Sync>>) -> ApiError {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Validation { .. } | ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The response a client sees: the status, `{"error": ...}` and the headers the
+    /// contract asks for. Nothing internal leaks into it.
+    pub fn to_response(&self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.to_string().into());
+        if let ApiError::Validation { field, .. } = self {
+            body.insert("field".into(), (*field).into());
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let resp = Response::json_bytes(self.status(), bytes);
+        match self {
+            ApiError::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer"),
+            ApiError::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
+            ApiError::RateLimited { retry_after_secs } => {
+                resp.with_header("Retry-After", retry_after_secs.to_string())
+            }
+            ApiError::Unavailable(_) => {
+                resp.with_header("Retry-After", RETRY_AFTER_SECS.to_string())
+            }
+            _ => resp,
+        }
+    }
+
+    /// The error and its whole source chain, for the log line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = self.source();
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
+    }
+}
+
+/// What a client may read: one sentence, no internals.
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Validation { msg, .. } | ApiError::BadRequest(msg) => f.write_str(msg),
+            ApiError::Unauthorized => f.write_str("a valid bearer token is required"),
+            ApiError::NotFound(what) => write!(f, "{what} not found"),
+            ApiError::MethodNotAllowed { .. } => f.write_str("method not allowed for this path"),
+            ApiError::Conflict(msg) => f.write_str(msg),
+            ApiError::PayloadTooLarge { limit } => {
+                write!(f, "the request body is larger than {limit} bytes")
+            }
+            ApiError::UnsupportedMediaType => {
+                f.write_str("the request body must be sent with Content-Type: application/json")
+            }
+            ApiError::RateLimited { .. } => f.write_str("too many requests; slow down"),
+            ApiError::Unavailable(_) => f.write_str("the database is unavailable; try again"),
+            ApiError::Internal(_) => f.write_str("internal server error"),
+        }
+    }
+}
+
+impl StdError for ApiError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            ApiError::Unavailable(e) | ApiError::Internal(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<postgres::Error> for ApiError {
+    fn from(e: postgres::Error) -> ApiError {
+        use postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+                ApiError::Conflict("that email belongs to another user")
+            }
+            // The server is shutting down or refusing connections: a passing condition.
+            Some(c)
+                if *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CANNOT_CONNECT_NOW
+                    || *c == SqlState::TOO_MANY_CONNECTIONS
+                    || *c == SqlState::QUERY_CANCELED =>
+            {
+                ApiError::Unavailable(Box::new(e))
+            }
+            Some(_) => ApiError::Internal(Box::new(e)),
+            // No SQLSTATE and an I/O cause: the connection itself failed (closed, reset,
+            // timed out), which a retry on a fresh connection may cure.
+            None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => {
+                ApiError::Unavailable(Box::new(e))
+            }
+            None => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<r2d2::Error> for ApiError {
+    fn from(e: r2d2::Error) -> ApiError {
+        ApiError::Unavailable(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: &ApiError) -> serde_json::Value {
+        serde_json::from_slice(&e.to_response().body).unwrap()
+    }
+
+    #[test]
+    fn validation_error_names_its_field() {
+        let e = ApiError::validation("email", "email must contain one @");
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            body(&e),
+            serde_json::json!({"error": "email must contain one @", "field": "email"})
+        );
+    }
+
+    #[test]
+    fn internal_error_hides_its_source_from_the_client() {
+        let e = ApiError::internal("relation \"users\" does not exist");
+        assert_eq!(e.status(), 500);
+        assert_eq!(
+            body(&e),
+            serde_json::json!({"error": "internal server error"})
+        );
+        assert!(e.chain().contains("relation"));
+    }
+
+    #[test]
+    fn unavailable_carries_retry_after() {
+        let e = ApiError::Unavailable("gone".into());
+        let r = e.to_response();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn unauthorized_and_method_not_allowed_carry_their_headers() {
+        let r = ApiError::Unauthorized.to_response();
+        assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+        let r = ApiError::MethodNotAllowed { allow: "GET, HEAD" }.to_response();
+        assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP boundary: our own request and response types and the `Handler` trait.
+//!
+//! Handlers, the router and the tests see only these types. What sits underneath (the
+//! connection layer that reads sockets and writes bytes) can be swapped without touching
+//! them.
+
+pub mod body;
+pub mod query;
+pub mod server;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A request method. Anything we do not route is kept as `Other` so a 405 can name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Other(String),
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body as the connection layer delivered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The complete body (empty when the request had none).
+    Complete(Vec<u8>),
+    /// The declared or received length passed `MAX_BODY_BYTES`; the rest was never read.
+    TooLarge,
+}
+
+/// A complete request, as handed to a [`Handler`].
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The path part of the target, without the query string, not percent-decoded.
+    pub path: String,
+    /// The raw query string after `?`, if there was one.
+    pub query: Option<String>,
+    /// Header names in lower case, values as sent (invalid UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// The TCP peer; `None` only for requests built in tests.
+    pub peer: Option<SocketAddr>,
+}
+
+impl Request {
+    /// A request with no headers and no body, for tests and internal use.
+    pub fn new(method: Method, target: &str) -> Request {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        Request {
+            method,
+            path,
+            query,
+            headers: Vec::new(),
+            body: Body::Complete(Vec::new()),
+            peer: None,
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Request {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = Body::Complete(body.into());
+        self
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response as plain data. The connection layer adds `Content-Length`, `Date`,
+/// `Server` and `Connection`, and leaves the body out for HEAD.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A JSON response from bytes already serialised.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+        Response::new(status)
+            .with_header("Content-Type", "application/json")
+            .with_body(body)
+    }
+
+    /// `{"error": message}` with the given status: the shape of every error in API.md.
+    pub fn error(status: u16, message: &str) -> Response {
+        let body = serde_json::to_vec(&serde_json::json!({ "error": message }))
+            .unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
+        Response::json_bytes(status, body)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_body(mut self, body: Vec<u8>) -> Response {
+        self.body = body;
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The standard reason phrase for the statuses this service sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// What the connection layer calls for every complete request. The whole application is
+/// one of these; it must not panic across this boundary (the app catches its own panics),
+/// but a connection layer should survive one anyway.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> Response;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    fn handle(&self, req: Request) -> Response {
+        self(req)
+    }
+}
