@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod query;
+pub mod request_id;
 pub mod server;
 
 use std::fmt;
