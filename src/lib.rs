@@ -1,6 +1,23 @@
 //! user-api: a small, fast user-management HTTP API over PostgreSQL.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod router;
+pub mod routes;
+pub mod service;
+pub mod shutdown;
+pub mod startup;
+pub mod systemd;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::App;

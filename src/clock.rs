@@ -1,0 +1,99 @@
+//! Time formatting without a date crate: RFC 3339 for JSON and IMF-fixdate for the HTTP
+//! `Date` header, both in UTC.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `2026-11-30T12:00:00.123456Z`.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let (secs, micros) = split(t);
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}Z")
+}
+
+/// `Mon, 30 Nov 2026 12:00:00 GMT` (RFC 9110's IMF-fixdate).
+pub fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (secs, _) = split(t);
+    let (y, mo, d, h, mi, s) = civil(secs);
+    let weekday = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
+    let month = MONTHS[(mo - 1) as usize];
+    format!("{weekday}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+}
+
+/// Whole seconds since the epoch (negative before it) and the microseconds past them.
+fn split(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_micros()),
+        Err(e) => {
+            let d = e.duration();
+            let micros = d.subsec_micros();
+            let secs = -(d.as_secs() as i64);
+            if micros == 0 {
+                (secs, 0)
+            } else {
+                (secs - 1, 1_000_000 - micros)
+            }
+        }
+    }
+}
+
+/// Year, month, day, hour, minute, second of a Unix time (Howard Hinnant's
+/// days-from-civil inverse, valid for the whole proleptic Gregorian range we meet).
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64, micros: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_micros(at(0, 0)), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(at(951_782_400, 7)),
+            "2000-02-29T00:00:00.000007Z"
+        );
+        assert_eq!(
+            rfc3339_micros(at(1_796_040_000, 123_456)),
+            "2026-11-30T12:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_micros(at(4_102_444_799, 999_999)),
+            "2099-12-31T23:59:59.999999Z"
+        );
+        let before = UNIX_EPOCH - Duration::from_micros(1);
+        assert_eq!(rfc3339_micros(before), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn http_date_matches_rfc_example() {
+        assert_eq!(
+            http_date(at(784_111_777, 0)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            http_date(at(1_796_040_000, 0)),
+            "Mon, 30 Nov 2026 12:00:00 GMT"
+        );
+    }
+}

@@ -1,0 +1,541 @@
+//! Configuration: every setting read once from the environment into typed values, with
+//! the first bad one reported as `VARIABLE: what is wrong` before anything binds.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::http::server::ServerConfig;
+
+/// Every variable the service reads, its default and what it does: the source of `--help`
+/// and of the README's table.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "DATABASE_URL",
+        "-",
+        "postgres://user:pass@host:port/db; when set, the DB_* below except the password are ignored",
+    ),
+    (
+        "DB_HOST",
+        "localhost",
+        "PostgreSQL host name, IP address, or unix socket directory",
+    ),
+    ("DB_PORT", "5432", "PostgreSQL port"),
+    (
+        "DB_NAME",
+        "-",
+        "database name (required without DATABASE_URL)",
+    ),
+    (
+        "DB_USER",
+        "-",
+        "database user (required without DATABASE_URL)",
+    ),
+    ("DB_PASSWORD", "-", "database password"),
+    (
+        "DB_PASSWORD_FILE",
+        "-",
+        "file holding the password (else $CREDENTIALS_DIRECTORY/db_password)",
+    ),
+    ("DB_POOL_SIZE", "WORKERS", "pooled PostgreSQL connections"),
+    (
+        "DB_POOL_TIMEOUT_MS",
+        "1000",
+        "how long a request waits for a pooled connection before a 503",
+    ),
+    (
+        "DB_CONNECT_TIMEOUT",
+        "30",
+        "seconds to keep retrying the database at start-up",
+    ),
+    (
+        "DB_STATEMENT_TIMEOUT_MS",
+        "5000",
+        "server-side limit on one statement (0: none)",
+    ),
+    (
+        "BIND",
+        "0.0.0.0:5000",
+        "address and port to listen on (ignored under socket activation)",
+    ),
+    (
+        "WORKERS",
+        "8",
+        "threads running requests (each holds a connection only while it queries)",
+    ),
+    (
+        "MAX_BODY_BYTES",
+        "65536",
+        "largest request body; larger ones get 413 unread",
+    ),
+    (
+        "MAX_CONNECTIONS",
+        "10000",
+        "open client connections at most; more get a fast 503",
+    ),
+    (
+        "QUEUE_DEPTH",
+        "1024",
+        "complete requests waiting for a worker at most; more get 503",
+    ),
+    (
+        "HEADER_TIMEOUT_MS",
+        "10000",
+        "time to send a complete request head (408 after)",
+    ),
+    (
+        "BODY_TIMEOUT_MS",
+        "30000",
+        "time to send the body once the head is in (408 after)",
+    ),
+    (
+        "KEEPALIVE_TIMEOUT_MS",
+        "60000",
+        "how long an idle keep-alive connection is kept",
+    ),
+    (
+        "WRITE_TIMEOUT_MS",
+        "10000",
+        "how long writing one response may take",
+    ),
+    (
+        "MAX_HEADER_BYTES",
+        "16384",
+        "largest request head (431 past it)",
+    ),
+    (
+        "MAX_HEADERS",
+        "64",
+        "most header fields in a request (431 past it)",
+    ),
+    (
+        "SHUTDOWN_TIMEOUT",
+        "10",
+        "seconds a graceful stop waits for requests in flight",
+    ),
+    (
+        "API_TOKEN",
+        "-",
+        "when set, /user and /users need Authorization: Bearer <token>",
+    ),
+    (
+        "API_TOKEN_FILE",
+        "-",
+        "file holding the token (else $CREDENTIALS_DIRECTORY/api_token)",
+    ),
+    (
+        "LOG_LEVEL",
+        "info",
+        "off, error, warn, info, debug or trace",
+    ),
+    ("LOG_FILE", "-", "also append the log to this file"),
+    (
+        "SERVED_BY",
+        "-",
+        "send X-Served-By: this value on every response (`hostname`: the host name)",
+    ),
+];
+
+/// A bad setting: which variable, and what is wrong with it. Never holds a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(var: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        msg: msg.into(),
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where and how to reach PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// Connection settings; its `Debug` redacts the password.
+    pub pg: postgres::Config,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub db: DbConfig,
+    pub bind: SocketAddr,
+    pub server: ServerConfig,
+    pub api_token: Option<Secret>,
+    pub log_level: LevelFilter,
+    pub log_file: Option<PathBuf>,
+    pub served_by: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the environment. An empty
+    /// value counts as unset, as compose files and env files write them.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env(Box::new(move |name: &str| {
+            lookup(name).filter(|v| !v.is_empty())
+        }));
+        let workers = env.parse_in("WORKERS", 8, 1..=1024)?;
+        let server = ServerConfig {
+            workers,
+            max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
+            max_connections: env.parse_in("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+            queue_depth: env.parse_in("QUEUE_DEPTH", 1024, 1..=1_000_000)?,
+            header_timeout: env.millis("HEADER_TIMEOUT_MS", 10_000)?,
+            body_timeout: env.millis("BODY_TIMEOUT_MS", 30_000)?,
+            keepalive_timeout: env.millis("KEEPALIVE_TIMEOUT_MS", 60_000)?,
+            write_timeout: env.millis("WRITE_TIMEOUT_MS", 10_000)?,
+            max_header_bytes: env.parse_in("MAX_HEADER_BYTES", 16_384, 1024..=1 << 20)?,
+            max_headers: env.parse_in("MAX_HEADERS", 64, 8..=1024)?,
+            shutdown_timeout: Duration::from_secs(env.parse_in(
+                "SHUTDOWN_TIMEOUT",
+                10,
+                0..=3600,
+            )?),
+        };
+        Ok(Config {
+            db: db_config(&env, workers)?,
+            bind: env.parse("BIND", "0.0.0.0:5000".parse().expect("valid default"))?,
+            server,
+            api_token: env.secret("API_TOKEN", "API_TOKEN_FILE", "api_token")?,
+            log_level: log_level(env.get("LOG_LEVEL").as_deref().unwrap_or("info"))?,
+            log_file: env.get("LOG_FILE").map(PathBuf::from),
+            served_by: served_by(env.get("SERVED_BY")),
+        })
+    }
+}
+
+fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
+    let mut pg = match env.get("DATABASE_URL") {
+        Some(url) => postgres::Config::from_str(&url).map_err(|_| {
+            // The parser's message may quote the URL, password included: say less.
+            err(
+                "DATABASE_URL",
+                "not a valid postgres:// URL or key=value string",
+            )
+        })?,
+        None => {
+            let mut pg = postgres::Config::new();
+            let host = env.get("DB_HOST").unwrap_or_else(|| "localhost".into());
+            pg.host(&host)
+                .port(env.parse_in("DB_PORT", 5432, 1..=65535)?)
+                .dbname(&env.require("DB_NAME")?)
+                .user(&env.require("DB_USER")?);
+            pg
+        }
+    };
+    if let Some(password) = env.secret("DB_PASSWORD", "DB_PASSWORD_FILE", "db_password")? {
+        pg.password(password.expose());
+    }
+    // A literal IP skips the resolver thread tokio-postgres starts for every new
+    // connection to a host name.
+    let ips: Vec<_> = pg
+        .get_hosts()
+        .iter()
+        .filter_map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.parse::<std::net::IpAddr>().ok(),
+            _ => None,
+        })
+        .collect();
+    if ips.len() == pg.get_hosts().len() {
+        for ip in ips {
+            pg.hostaddr(ip);
+        }
+    }
+    let statement_timeout: u64 = env.parse_in("DB_STATEMENT_TIMEOUT_MS", 5000, 0..=86_400_000)?;
+    pg.application_name("user-api")
+        .connect_timeout(Duration::from_secs(5))
+        // Bounds how long a write may go unacknowledged when the network to the
+        // database is cut, so such a request fails instead of hanging.
+        .tcp_user_timeout(Duration::from_secs(10))
+        .keepalives_idle(Duration::from_secs(30))
+        .options(&format!("-c statement_timeout={statement_timeout}"));
+    let default_pool = u32::try_from(workers).unwrap_or(u32::MAX);
+    Ok(DbConfig {
+        pg,
+        pool_size: env.parse_in("DB_POOL_SIZE", default_pool, 1..=1024)?,
+        pool_timeout: Duration::from_millis(env.parse_in(
+            "DB_POOL_TIMEOUT_MS",
+            1000,
+            1..=600_000,
+        )?),
+        connect_timeout: Duration::from_secs(env.parse_in("DB_CONNECT_TIMEOUT", 30, 0..=86_400)?),
+    })
+}
+
+fn log_level(s: &str) -> Result<LevelFilter, ConfigError> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::Off),
+        "error" => Ok(LevelFilter::Error),
+        "warn" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err(err(
+            "LOG_LEVEL",
+            format!("{s:?} is not one of off, error, warn, info, debug, trace"),
+        )),
+    }
+}
+
+fn served_by(value: Option<String>) -> Option<String> {
+    let v = value?;
+    let v = if v == "hostname" {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()?
+    } else {
+        v
+    };
+    // The value goes into a header: keep it to visible ASCII.
+    let v: String = v.trim().chars().filter(|c| c.is_ascii_graphic()).collect();
+    (!v.is_empty()).then_some(v)
+}
+
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+struct Env<'a>(Lookup<'a>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    fn require(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| err(name, "not set (set it, or set DATABASE_URL)"))
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| err(name, format!("{v:?} is not a valid value"))),
+        }
+    }
+
+    fn parse_in<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let v = self.parse(name, default)?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(err(
+                name,
+                format!("{v} is out of range ({} to {})", range.start(), range.end()),
+            ))
+        }
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.parse_in(
+            name,
+            default,
+            1..=86_400_000,
+        )?))
+    }
+
+    /// A secret from `var`, or the file named by `file_var`, or the systemd credential
+    /// `credential`; both `var` and `file_var` at once is an error.
+    fn secret(
+        &self,
+        var: &'static str,
+        file_var: &'static str,
+        credential: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (self.get(var), self.get(file_var)) {
+            (Some(_), Some(_)) => Err(err(
+                var,
+                format!("set either {var} or {file_var}, not both"),
+            )),
+            (Some(v), None) => Ok(Some(Secret(v))),
+            (None, Some(path)) => read_secret(&path).map(Some).map_err(|e| err(file_var, e)),
+            (None, None) => match self.get("CREDENTIALS_DIRECTORY") {
+                Some(dir) => {
+                    let path = format!("{dir}/{credential}");
+                    if std::path::Path::new(&path).exists() {
+                        read_secret(&path).map(Some).map_err(|e| err(file_var, e))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+fn read_secret(path: &str) -> Result<Secret, String> {
+    let raw = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let value = raw.strip_suffix('\n').unwrap_or(&raw);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        return Err(format!("{path} is empty"));
+    }
+    Ok(Secret(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[("DB_NAME", "app"), ("DB_USER", "app")];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        BASE.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn config_has_documented_defaults_when_only_required_vars_are_set() {
+        let c = config(BASE).unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:5000");
+        assert_eq!(c.server.workers, 8);
+        assert_eq!(c.db.pool_size, 8);
+        assert_eq!(c.db.pool_timeout, Duration::from_millis(1000));
+        assert_eq!(c.db.connect_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.max_body_bytes, 65_536);
+        assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.db.pg.get_ports(), &[5432]);
+        assert_eq!(c.db.pg.get_application_name(), Some("user-api"));
+        assert!(c.api_token.is_none());
+    }
+
+    #[test]
+    fn config_fails_naming_the_variable_when_a_value_is_bad() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("DB_PORT", "abc")], "DB_PORT"),
+            (&[("DB_PORT", "70000")], "DB_PORT"),
+            (&[("WORKERS", "0")], "WORKERS"),
+            (&[("BIND", "nowhere")], "BIND"),
+            (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (&[("DB_POOL_TIMEOUT_MS", "-5")], "DB_POOL_TIMEOUT_MS"),
+            (
+                &[("DB_PASSWORD_FILE", "/nonexistent/pw")],
+                "DB_PASSWORD_FILE",
+            ),
+            (
+                &[("DB_PASSWORD", "a"), ("DB_PASSWORD_FILE", "/x")],
+                "DB_PASSWORD",
+            ),
+            (&[("API_TOKEN", "a"), ("API_TOKEN_FILE", "/x")], "API_TOKEN"),
+        ];
+        for (extra, var) in cases {
+            let e = config(&with(extra)).unwrap_err();
+            assert_eq!(e.var, *var, "{extra:?}");
+        }
+        assert_eq!(config(&[("DB_USER", "u")]).unwrap_err().var, "DB_NAME");
+    }
+
+    #[test]
+    fn config_errors_never_echo_secrets() {
+        let e = config(&with(&[
+            ("DB_PASSWORD", "hunter2"),
+            ("DB_PASSWORD_FILE", "/x"),
+        ]))
+        .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+        let e = config(&[("DATABASE_URL", "postgres://u:hunter2@h:bad/db")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let c = config(&with(&[("DB_PASSWORD", "hunter2"), ("API_TOKEN", "tok3n")])).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("tok3n"), "{dbg}");
+    }
+
+    #[test]
+    fn config_reads_secrets_from_files_without_the_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("user-api-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::write(dir.join("api_token"), "tok\r\n").unwrap();
+        let pw = pw.to_str().unwrap().to_owned();
+        let dir_s = dir.to_str().unwrap().to_owned();
+        let c = Config::from_lookup(move |k| match k {
+            "DB_NAME" | "DB_USER" => Some("app".into()),
+            "DB_PASSWORD_FILE" => Some(pw.clone()),
+            "CREDENTIALS_DIRECTORY" => Some(dir_s.clone()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.db.pg.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(c.api_token.unwrap().expose(), "tok");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn config_takes_database_url_and_treats_empty_values_as_unset() {
+        let c = config(&[
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1:6543/d"),
+            ("API_TOKEN", ""),
+            ("WORKERS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.db.pg.get_ports(), &[6543]);
+        assert_eq!(c.db.pg.get_dbname(), Some("d"));
+        assert_eq!(c.db.pool_size, 3);
+        assert!(c.api_token.is_none());
+        assert_eq!(c.db.pg.get_hostaddrs().len(), 1);
+    }
+
+    #[test]
+    fn variables_table_lists_each_name_once() {
+        let mut names: Vec<_> = VARIABLES.iter().map(|v| v.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), VARIABLES.len());
+    }
+}

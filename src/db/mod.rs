@@ -1,0 +1,202 @@
+//! The database: waiting for PostgreSQL at start-up, the connection pool, and running a
+//! query on a pooled connection with one retry where that is provably safe.
+
+pub mod migrate;
+pub mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+use r2d2::{ManageConnection, Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::config::DbConfig;
+use crate::error::ApiError;
+
+/// Connects once, retrying with back-off until `connect_timeout`. Errors that waiting
+/// cannot cure (a wrong password, a missing database) end it at once.
+pub fn connect_with_retry(cfg: &DbConfig) -> Result<Client, postgres::Error> {
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1.. {
+        match cfg.pg.connect(NoTls) {
+            Ok(client) => return Ok(client),
+            Err(e) if is_final(&e) || Instant::now() + delay > deadline => return Err(e),
+            Err(e) => {
+                warn!("database not reachable (attempt {attempt}): {e}; retrying in {delay:?}");
+                thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn is_final(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("28") || *c == SqlState::INVALID_CATALOG_NAME)
+}
+
+/// Whether a query is safe to run twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Pool figures for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    pub idle: u32,
+    pub in_use: u32,
+    pub wait_timeouts: u64,
+}
+
+/// The pool and what it needs to run queries well.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    suspect: Arc<AtomicU64>,
+    wait_timeouts: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// Builds the pool without waiting for connections: they are opened in the
+    /// background, and a request that finds none in `pool_timeout` gets a 503.
+    pub fn new(cfg: &DbConfig) -> Db {
+        let suspect = Arc::new(AtomicU64::new(0));
+        let manager = Manager {
+            inner: PostgresConnectionManager::new(cfg.pg.clone(), NoTls),
+            suspect: Arc::clone(&suspect),
+        };
+        let pool = Pool::builder()
+            .max_size(cfg.pool_size)
+            .connection_timeout(cfg.pool_timeout)
+            // Cheap: `Manager::is_valid` pings only after a connection failure was seen.
+            .test_on_check_out(true)
+            .error_handler(Box::new(WarnOnError))
+            .build_unchecked(manager);
+        Db {
+            pool,
+            suspect,
+            wait_timeouts: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Runs `op` on a pooled connection. A connection failure marks every idle
+    /// connection suspect (they are pinged before their next use); the operation is
+    /// retried once on another connection when it cannot have taken effect: always for
+    /// reads, and for writes only when the server said it ended the session before
+    /// running anything.
+    pub fn run<T>(
+        &self,
+        access: Access,
+        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, ApiError> {
+        let mut conn = self.checkout()?;
+        match op(&mut conn.client) {
+            Err(e) if is_connection_failure(&e) => {
+                self.suspect.fetch_add(1, Ordering::Relaxed);
+                drop(conn);
+                if access == Access::Read || is_session_ended(&e) {
+                    info!("retrying on a fresh connection after: {e}");
+                    let mut conn = self.checkout()?;
+                    return op(&mut conn.client).map_err(ApiError::from);
+                }
+                Err(e.into())
+            }
+            other => other.map_err(ApiError::from),
+        }
+    }
+
+    fn checkout(&self) -> Result<PooledConnection<Manager>, ApiError> {
+        self.pool.get().map_err(|e| {
+            self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            ApiError::from(e)
+        })
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.pool.state();
+        PoolStats {
+            idle: s.idle_connections,
+            in_use: s.connections - s.idle_connections,
+            wait_timeouts: self.wait_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn max_size(&self) -> u32 {
+        self.pool.max_size()
+    }
+}
+
+/// A failure of the connection rather than of the statement.
+fn is_connection_failure(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    let io = e.code().is_none() && e.source().is_some_and(|s| s.is::<std::io::Error>());
+    e.is_closed() || io || is_session_ended(e)
+}
+
+/// The server ended the session (shutdown, crash recovery) before our statement ran.
+fn is_session_ended(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW
+    })
+}
+
+/// A pooled connection and the suspicion generation it was last known good at.
+pub struct Conn {
+    pub client: Client,
+    checked_at: u64,
+}
+
+/// `r2d2_postgres`'s manager, plus a cheap validity check: a round trip only when some
+/// connection has failed since this one was last known good.
+struct Manager {
+    inner: PostgresConnectionManager<NoTls>,
+    suspect: Arc<AtomicU64>,
+}
+
+impl ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        let checked_at = self.suspect.load(Ordering::Relaxed);
+        Ok(Conn {
+            client: self.inner.connect()?,
+            checked_at,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        let now = self.suspect.load(Ordering::Relaxed);
+        if conn.checked_at < now {
+            self.inner.is_valid(&mut conn.client)?;
+            conn.checked_at = now;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        self.inner.has_broken(&mut conn.client)
+    }
+}
+
+/// r2d2 reports background connection failures here; during an outage that is one
+/// line per attempt, at warn rather than error since the pool recovers by itself.
+#[derive(Debug)]
+struct WarnOnError;
+
+impl r2d2::HandleError<postgres::Error> for WarnOnError {
+    fn handle_error(&self, e: postgres::Error) {
+        warn!("database connection failed: {e}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The users table: one function per statement.
+//!
+//! Every statement goes through `query_typed`: parameters carry their types, so there is
+//! no separate prepare round trip and no named prepared statement, which keeps it safe
+//! behind PgBouncer in transaction mode.
+
+use postgres::types::Type;
+use postgres::{Client, Row};
+
+use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch};
+
+const COLUMNS: &str = "id, first_name, last_name, email, created_at, updated_at";
+
+/// `updated_at` must move on every change, even two within one microsecond.
+const TOUCH: &str =
+    "updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')";
+
+fn row_to_user(row: &Row) -> Result<User, postgres::Error> {
+    Ok(User {
+        id: row.try_get(0)?,
+        first_name: row.try_get(1)?,
+        last_name: row.try_get(2)?,
+        email: row.try_get(3)?,
+        created_at: Timestamp(row.try_get(4)?),
+        updated_at: Timestamp(row.try_get(5)?),
+    })
+}
+
+fn one(rows: Vec<Row>) -> Result<Option<User>, postgres::Error> {
+    rows.first().map(row_to_user).transpose()
+}
+
+pub fn insert(c: &mut Client, u: &NewUser) -> Result<User, postgres::Error> {
+    let sql = format!(
+        "INSERT INTO users (first_name, last_name, email) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+    );
+    let email = u.email.as_ref().map(AsRef::as_ref);
+    let row = c.query_typed_one(
+        &sql,
+        &[
+            (&u.first_name.as_ref(), Type::TEXT),
+            (&u.last_name.as_ref(), Type::TEXT),
+            (&email, Type::TEXT),
+        ],
+    )?;
+    row_to_user(&row)
+}
+
+pub fn get(c: &mut Client, id: UserId) -> Result<Option<User>, postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    one(c.query_typed(&sql, &[(&id.get(), Type::INT8)])?)
+}
+
+pub fn replace(c: &mut Client, id: UserId, u: &NewUser) -> Result<Option<User>, postgres::Error> {
+    let sql = format!(
+        "UPDATE users SET first_name = $2, last_name = $3, email = $4, {TOUCH} \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let email = u.email.as_ref().map(AsRef::as_ref);
+    one(c.query_typed(
+        &sql,
+        &[
+            (&id.get(), Type::INT8),
+            (&u.first_name.as_ref(), Type::TEXT),
+            (&u.last_name.as_ref(), Type::TEXT),
+            (&email, Type::TEXT),
+        ],
+    )?)
+}
+
+/// Changes only the fields the patch names; an empty patch changes nothing and returns
+/// the user as it is.
+pub fn patch(c: &mut Client, id: UserId, p: &UserPatch) -> Result<Option<User>, postgres::Error> {
+    if p.is_empty() {
+        return get(c, id);
+    }
+    let sql = format!(
+        "UPDATE users SET first_name = coalesce($2, first_name), \
+         last_name = coalesce($3, last_name), \
+         email = CASE WHEN $4 THEN $5 ELSE email END, {TOUCH} \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let first = p.first_name.as_ref().map(AsRef::as_ref);
+    let last = p.last_name.as_ref().map(AsRef::as_ref);
+    let email = p.email.as_ref().and_then(|e| e.as_ref().map(AsRef::as_ref));
+    one(c.query_typed(
+        &sql,
+        &[
+            (&id.get(), Type::INT8),
+            (&first, Type::TEXT),
+            (&last, Type::TEXT),
+            (&p.email.is_some(), Type::BOOL),
+            (&email, Type::TEXT),
+        ],
+    )?)
+}
+
+/// Whether a user was deleted.
+pub fn delete(c: &mut Client, id: UserId) -> Result<bool, postgres::Error> {
+    let rows = c.query_typed(
+        "DELETE FROM users WHERE id = $1 RETURNING id",
+        &[(&id.get(), Type::INT8)],
+    )?;
+    Ok(!rows.is_empty())
+}
+
+/// A page ordered by id. `after_id` pages by key (an index range scan at any depth);
+/// `offset` skips rows (PostgreSQL still reads them).
+pub fn list(c: &mut Client, q: &ListQuery) -> Result<Vec<User>, postgres::Error> {
+    let after = q.after_id.map_or(0, UserId::get);
+    let rows = match &q.email {
+        None => c.query_typed(
+            &format!("SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"),
+            &[
+                (&after, Type::INT8),
+                (&q.limit, Type::INT8),
+                (&q.offset, Type::INT8),
+            ],
+        )?,
+        Some(email) => c.query_typed(
+            &format!(
+                "SELECT {COLUMNS} FROM users WHERE lower(email) = lower($4) AND id > $1 \
+                 ORDER BY id LIMIT $2 OFFSET $3"
+            ),
+            &[
+                (&after, Type::INT8),
+                (&q.limit, Type::INT8),
+                (&q.offset, Type::INT8),
+                (&email.as_ref(), Type::TEXT),
+            ],
+        )?,
+    };
+    rows.iter().map(row_to_user).collect()
+}

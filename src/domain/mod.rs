@@ -1,0 +1,14 @@
+//! Domain types: input parsed into values that are valid by construction, and the user
+//! as the API shows it.
+
+mod email;
+mod list_query;
+mod name;
+mod user;
+mod user_id;
+
+pub use email::Email;
+pub use list_query::ListQuery;
+pub use name::PersonName;
+pub use user::{NewUser, Timestamp, User, UserPatch};
+pub use user_id::UserId;

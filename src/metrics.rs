@@ -1,0 +1,202 @@
+//! Metrics: lock-free counters and a latency histogram, rendered in Prometheus text
+//! format 0.0.4.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::db::PoolStats;
+use crate::http::Method;
+use crate::router::PATTERNS;
+
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+const STATUSES: [u16; 18] = [
+    200, 201, 204, 400, 401, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
+];
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const ROUTES: usize = PATTERNS.len();
+
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    /// Per route: one count per bucket plus the overflow (`+Inf`), not cumulative.
+    buckets: Vec<AtomicU64>,
+    sum_micros: Vec<AtomicU64>,
+    version: &'static str,
+}
+
+fn zeros(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Metrics {
+    pub fn new(version: &'static str) -> Metrics {
+        Metrics {
+            requests: zeros(ROUTES * METHODS.len() * (STATUSES.len() + 1)),
+            buckets: zeros(ROUTES * (BUCKETS.len() + 1)),
+            sum_micros: zeros(ROUTES),
+            version,
+        }
+    }
+
+    /// Counts one request; `route` indexes [`PATTERNS`].
+    pub fn observe(&self, method: &Method, route: usize, status: u16, took: Duration) {
+        let m = match method {
+            Method::Get => 0,
+            Method::Head => 1,
+            Method::Post => 2,
+            Method::Put => 3,
+            Method::Patch => 4,
+            Method::Delete => 5,
+            Method::Options => 6,
+            Method::Other(_) => 7,
+        };
+        let s = STATUSES
+            .iter()
+            .position(|&x| x == status)
+            .unwrap_or(STATUSES.len());
+        let route = route.min(ROUTES - 1);
+        self.requests[(route * METHODS.len() + m) * (STATUSES.len() + 1) + s].fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        let b = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[route * (BUCKETS.len() + 1) + b].fetch_add(1, Relaxed);
+        self.sum_micros[route].fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self, pool: PoolStats) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP http_requests_total Requests answered, by method, route pattern and status.\n",
+        );
+        out.push_str("# TYPE http_requests_total counter\n");
+        for (route, pattern) in PATTERNS.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                for s in 0..=STATUSES.len() {
+                    let idx = (route * METHODS.len() + m) * (STATUSES.len() + 1) + s;
+                    let n = self.requests[idx].load(Relaxed);
+                    if n > 0 {
+                        let status = STATUSES.get(s).map_or("other".to_owned(), u16::to_string);
+                        let _ = writeln!(
+                            out,
+                            "http_requests_total{{method=\"{method}\",route=\"{pattern}\",status=\"{status}\"}} {n}"
+                        );
+                    }
+                }
+            }
+        }
+        out.push_str("# HELP http_request_duration_seconds Time from a complete request to its response, by route pattern.\n");
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        for (route, pattern) in PATTERNS.iter().enumerate() {
+            let counts =
+                &self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)];
+            let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
+            if total == 0 {
+                continue;
+            }
+            let mut cumulative = 0;
+            for (le, count) in BUCKETS.iter().zip(counts) {
+                cumulative += count.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{route=\"{pattern}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = self.sum_micros[route].load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{route=\"{pattern}\",le=\"+Inf\"}} {total}"
+            );
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_sum{{route=\"{pattern}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{route=\"{pattern}\"}} {total}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP db_pool_connections Pooled database connections, by state.\n\
+             # TYPE db_pool_connections gauge\n\
+             db_pool_connections{{state=\"idle\"}} {}\n\
+             db_pool_connections{{state=\"in_use\"}} {}\n\
+             # HELP db_pool_wait_timeouts_total Requests that found no pooled connection in time.\n\
+             # TYPE db_pool_wait_timeouts_total counter\n\
+             db_pool_wait_timeouts_total {}\n\
+             # HELP user_api_build_info The running version.\n\
+             # TYPE user_api_build_info gauge\n\
+             user_api_build_info{{version=\"{}\"}} 1\n",
+            pool.idle, pool.in_use, pool.wait_timeouts, self.version
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOL: PoolStats = PoolStats {
+        idle: 3,
+        in_use: 1,
+        wait_timeouts: 2,
+    };
+
+    #[test]
+    fn render_counts_by_method_route_and_status() {
+        let m = Metrics::new("1.2.3");
+        m.observe(&Method::Get, 2, 200, Duration::from_micros(700));
+        m.observe(&Method::Get, 2, 200, Duration::from_millis(3));
+        m.observe(
+            &Method::Other("BREW".into()),
+            9,
+            404,
+            Duration::from_secs(9),
+        );
+        let text = m.render(POOL);
+        assert!(text.contains(
+            "http_requests_total{method=\"GET\",route=\"/user/{id}\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"404\"} 1\n"
+        ));
+        assert!(text.contains(
+            "http_request_duration_seconds_bucket{route=\"/user/{id}\",le=\"0.0005\"} 0\n"
+        ));
+        assert!(text.contains(
+            "http_request_duration_seconds_bucket{route=\"/user/{id}\",le=\"0.001\"} 1\n"
+        ));
+        assert!(text.contains(
+            "http_request_duration_seconds_bucket{route=\"/user/{id}\",le=\"0.005\"} 2\n"
+        ));
+        assert!(
+            text.contains("http_request_duration_seconds_bucket{route=\"unmatched\",le=\"5\"} 0\n")
+        );
+        assert!(
+            text.contains(
+                "http_request_duration_seconds_bucket{route=\"unmatched\",le=\"+Inf\"} 1\n"
+            )
+        );
+        assert!(text.contains("http_request_duration_seconds_count{route=\"/user/{id}\"} 2\n"));
+        assert!(text.contains("db_pool_connections{state=\"idle\"} 3\n"));
+        assert!(text.contains("db_pool_connections{state=\"in_use\"} 1\n"));
+        assert!(text.contains("db_pool_wait_timeouts_total 2\n"));
+        assert!(text.contains("user_api_build_info{version=\"1.2.3\"} 1\n"));
+    }
+
+    #[test]
+    fn render_labels_an_unlisted_status_as_other() {
+        let m = Metrics::new("x");
+        m.observe(&Method::Get, 0, 418, Duration::ZERO);
+        assert!(m.render(POOL).contains("status=\"other\"} 1"));
+    }
+}

@@ -1,0 +1,38 @@
+//! Health: readiness checks the database; liveness never touches it.
+
+use std::time::SystemTime;
+
+use log::warn;
+use serde_json::json;
+
+use super::{Ctx, json};
+use crate::clock::rfc3339_micros;
+use crate::db::Access;
+use crate::error::{ApiError, RETRY_AFTER_SECS};
+use crate::http::Response;
+
+/// `/health` and `/health/ready`: 200 when a pooled connection answers, else 503 with the
+/// health object itself as the body.
+pub fn ready(ctx: &Ctx) -> Result<Response, ApiError> {
+    let now = rfc3339_micros(SystemTime::now());
+    match ctx
+        .db
+        .run(Access::Read, |c| c.simple_query("SELECT 1").map(drop))
+    {
+        Ok(()) => json(
+            200,
+            &json!({"status": "healthy", "database": "ok", "timestamp": now}),
+        ),
+        Err(e) => {
+            warn!("health check failed: {}", e.chain());
+            let body = json!({"status": "unhealthy", "database": "unavailable", "timestamp": now});
+            Ok(json(503, &body)?.with_header("Retry-After", RETRY_AFTER_SECS.to_string()))
+        }
+    }
+}
+
+/// `/health/live`: 200 while the process serves.
+pub fn live() -> Result<Response, ApiError> {
+    let now = rfc3339_micros(SystemTime::now());
+    json(200, &json!({"status": "alive", "timestamp": now}))
+}

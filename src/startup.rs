@@ -1,0 +1,123 @@
+//! Start-up: wait for the database, migrate, bind (or take systemd's socket), and run
+//! until stopped.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::http::server::{Server, Stopper};
+use crate::metrics::Metrics;
+use crate::routes::Ctx;
+use crate::service::Service;
+use crate::systemd;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum StartupError {
+    Database(postgres::Error),
+    Bind(SocketAddr, std::io::Error),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Database(e) => write!(f, "database: {e}"),
+            StartupError::Bind(addr, e) => write!(f, "failed to bind to {addr}: {e}"),
+            StartupError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// Waits for the database and applies the migrations; returns what it applied.
+pub fn migrate(config: &Config) -> Result<Vec<&'static str>, StartupError> {
+    let mut client = db::connect_with_retry(&config.db).map_err(StartupError::Database)?;
+    let version = client
+        .simple_query("SHOW server_version")
+        .ok()
+        .and_then(|msgs| {
+            msgs.into_iter().find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    info!("connected to PostgreSQL {version}");
+    let applied = db::migrate::run(&mut client).map_err(StartupError::Database)?;
+    if applied.is_empty() {
+        info!(
+            "schema up to date ({} migrations)",
+            db::migrate::MIGRATIONS.len()
+        );
+    } else {
+        info!("applied migrations: {}", applied.join(", "));
+    }
+    Ok(applied)
+}
+
+/// A built service: migrated, bound, not yet serving.
+pub struct App {
+    server: Server,
+}
+
+impl App {
+    pub fn build(config: Config) -> Result<App, StartupError> {
+        info!("user-api {VERSION} starting");
+        migrate(&config)?;
+        let listener = match systemd::inherited_listener() {
+            Some(l) => l,
+            None => {
+                TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?
+            }
+        };
+        let db = Db::new(&config.db);
+        if config.api_token.is_none() {
+            warn!(
+                "API_TOKEN is not set: the /user and /users routes are open to anyone who can connect"
+            );
+        }
+        let service = Service {
+            ctx: Ctx {
+                db,
+                metrics: Metrics::new(VERSION),
+                api_token: config.api_token.clone(),
+                max_body_bytes: config.server.max_body_bytes,
+            },
+            served_by: config.served_by.clone(),
+        };
+        let server = Server::new(listener, config.server.clone(), Arc::new(service))
+            .map_err(StartupError::Io)?;
+        info!(
+            "listening on {} with {} workers and a pool of {} connections",
+            server.local_addr(),
+            config.server.workers,
+            config.db.pool_size
+        );
+        Ok(App { server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.server.stopper()
+    }
+
+    /// Serves until stopped, then drains requests in flight; the pool closes as the
+    /// service is dropped.
+    pub fn run_until_stopped(self) -> Result<(), StartupError> {
+        systemd::notify("READY=1");
+        self.server.run().map_err(StartupError::Io)?;
+        info!("stopped");
+        Ok(())
+    }
+}
