@@ -17,3 +17,44 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
 pub fn openapi() -> Result<Response, ApiError> {
     Ok(Response::json_bytes(200, OPENAPI.as_bytes().to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+    use crate::http::Method;
+    use crate::router::{PATTERNS, Route, UNMATCHED, route};
+
+    const METHODS: [Method; 6] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+    ];
+
+    /// A concrete path for a pattern, to ask the router about it.
+    fn sample(pattern: &str) -> String {
+        pattern.replace("{id}", "1")
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_routes_the_router_knows() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        let mut known: Vec<&str> = PATTERNS[..UNMATCHED].to_vec();
+        documented.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(documented, known);
+        for pattern in known {
+            for m in &METHODS {
+                let routed = matches!(route(m, &sample(pattern)), Route::Found { .. });
+                let op = m.as_str().to_ascii_lowercase();
+                let in_doc = paths[pattern].get(&op).is_some();
+                assert_eq!(routed, in_doc, "{} {pattern}: router {routed}, document {in_doc}", m);
+            }
+        }
+    }
+}
