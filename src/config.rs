@@ -539,3 +539,18 @@ mod tests {
         assert_eq!(names.len(), VARIABLES.len());
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::VARIABLES;
+
+    #[test]
+    fn readme_and_env_example_document_every_variable() {
+        let readme = include_str!("../README.md");
+        let example = include_str!("../.env.example");
+        for (name, _, _) in VARIABLES {
+            assert!(readme.contains(&format!("| `{name}` |")), "README lacks {name}");
+            assert!(example.contains(name), ".env.example lacks {name}");
+        }
+    }
+}
