@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::http::client_addr::{Cidr, parse_list};
 use crate::http::server::ServerConfig;
 
 /// Every variable the service reads, its default and what it does: the source of `--help`
@@ -128,6 +129,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "file holding the token (else $CREDENTIALS_DIRECTORY/api_token)",
     ),
     (
+        "RATE_LIMIT_PER_SEC",
+        "0",
+        "requests per second per client address (0: no limit); past it, 429",
+    ),
+    (
+        "RATE_LIMIT_BURST",
+        "2 x RATE_LIMIT_PER_SEC",
+        "requests a client may make at once before the rate applies",
+    ),
+    (
+        "TRUSTED_PROXIES",
+        "-",
+        "addresses/CIDRs whose X-Forwarded-For names the client (e.g. 10.0.0.0/8)",
+    ),
+    (
         "LOG_LEVEL",
         "info",
         "off, error, warn, info, debug or trace",
@@ -197,6 +213,9 @@ pub struct Config {
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
     pub served_by: Option<String>,
+    /// Requests per second and burst per client address, when limited.
+    pub rate_limit: Option<(f64, f64)>,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Config {
@@ -237,6 +256,11 @@ impl Config {
             log_level: log_level(env.get("LOG_LEVEL").as_deref().unwrap_or("info"))?,
             log_file: env.get("LOG_FILE").map(PathBuf::from),
             served_by: served_by(env.get("SERVED_BY")),
+            rate_limit: rate_limit(&env)?,
+            trusted_proxies: match env.get("TRUSTED_PROXIES") {
+                Some(list) => parse_list(&list).map_err(|e| err("TRUSTED_PROXIES", e))?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -297,6 +321,15 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
         )?),
         connect_timeout: Duration::from_secs(env.parse_in("DB_CONNECT_TIMEOUT", 30, 0..=86_400)?),
     })
+}
+
+fn rate_limit(env: &Env<'_>) -> Result<Option<(f64, f64)>, ConfigError> {
+    let per_sec: f64 = env.parse_in("RATE_LIMIT_PER_SEC", 0.0, 0.0..=1e9)?;
+    if per_sec == 0.0 {
+        return Ok(None);
+    }
+    let burst = env.parse_in("RATE_LIMIT_BURST", (per_sec * 2.0).max(1.0), 1.0..=1e9)?;
+    Ok(Some((per_sec, burst)))
 }
 
 fn log_level(s: &str) -> Result<LevelFilter, ConfigError> {
@@ -452,6 +485,9 @@ mod tests {
         assert_eq!(c.db.pg.get_ports(), &[5432]);
         assert_eq!(c.db.pg.get_application_name(), Some("user-api"));
         assert!(c.api_token.is_none());
+        assert!(c.rate_limit.is_none());
+        let c = config(&with(&[("RATE_LIMIT_PER_SEC", "5")])).unwrap();
+        assert_eq!(c.rate_limit, Some((5.0, 10.0)));
     }
 
     #[test]
@@ -472,6 +508,12 @@ mod tests {
                 "DB_PASSWORD",
             ),
             (&[("API_TOKEN", "a"), ("API_TOKEN_FILE", "/x")], "API_TOKEN"),
+            (&[("RATE_LIMIT_PER_SEC", "fast")], "RATE_LIMIT_PER_SEC"),
+            (
+                &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "0")],
+                "RATE_LIMIT_BURST",
+            ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/99")], "TRUSTED_PROXIES"),
         ];
         for (extra, var) in cases {
             let e = config(&with(extra)).unwrap_err();
@@ -549,7 +591,10 @@ mod docs_tests {
         let readme = include_str!("../README.md");
         let example = include_str!("../.env.example");
         for (name, _, _) in VARIABLES {
-            assert!(readme.contains(&format!("| `{name}` |")), "README lacks {name}");
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "README lacks {name}"
+            );
             assert!(example.contains(name), ".env.example lacks {name}");
         }
     }

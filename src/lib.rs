@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod rate_limit;
 pub mod router;
 pub mod routes;
 pub mod service;

@@ -1,29 +1,45 @@
 //! The application as the connection layer sees it: one `Handler` that gives every
 //! request an id, runs it behind `catch_unwind`, counts it and writes its access line.
 
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
 use crate::error::ApiError;
+use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Request, Response, request_id};
-use crate::router;
+use crate::rate_limit::RateLimiter;
+use crate::router::{self, Route};
 use crate::routes::{self, Ctx};
 
 pub struct Service {
     pub ctx: Ctx,
     pub served_by: Option<String>,
+    pub rate_limiter: Option<RateLimiter>,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Handler for Service {
     fn handle(&self, req: Request) -> Response {
+        self.serve(req, routes::dispatch)
+    }
+}
+
+/// The signature of [`routes::dispatch`], so tests can put a failing one in its place.
+type Dispatch = fn(&Ctx, &Request, Route<'_>) -> Result<Response, ApiError>;
+
+impl Service {
+    fn serve(&self, req: Request, dispatch: Dispatch) -> Response {
         let start = Instant::now();
         let rid = request_id::from_header(req.header("x-request-id"));
         let route = router::route(&req.method, &req.path);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            routes::dispatch(&self.ctx, &req, route)
-        }));
+        let client = client_addr(&req, &self.trusted_proxies);
+        let outcome = match self.rate_limit(client, &req.path) {
+            Err(e) => Ok(Err(e)),
+            Ok(()) => catch_unwind(AssertUnwindSafe(|| dispatch(&self.ctx, &req, route))),
+        };
         let mut resp = match outcome {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
@@ -45,9 +61,25 @@ impl Handler for Service {
             .metrics
             .observe(&req.method, route.pattern(), resp.status, took);
         if log::log_enabled!(log::Level::Info) {
-            access_line(&req, &resp, took);
+            access_line(client, &req, &resp, took);
         }
         resp
+    }
+
+    /// Health probes and metrics scrapes are never limited: an orchestrator behind the
+    /// same address as a noisy client must still see the truth.
+    fn rate_limit(&self, client: Option<IpAddr>, path: &str) -> Result<(), ApiError> {
+        let (Some(limiter), Some(client)) = (&self.rate_limiter, client) else {
+            return Ok(());
+        };
+        if path.starts_with("/health") || path == "/metrics" {
+            return Ok(());
+        }
+        limiter
+            .check(client, Instant::now())
+            .map_err(|wait| ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })
     }
 }
 
@@ -63,10 +95,8 @@ fn log_error(e: &ApiError, rid: &str) {
 
 /// `client "METHOD path" status bytes duration id=...`: the path is clipped and escaped
 /// so a hostile request line cannot forge or flood log lines.
-fn access_line(req: &Request, resp: &Response, took: std::time::Duration) {
-    let client = req
-        .peer
-        .map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+fn access_line(client: Option<IpAddr>, req: &Request, resp: &Response, took: Duration) {
+    let client = client.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let mut target = req.path.clone();
     if let Some(q) = &req.query {
         target.push('?');
@@ -85,4 +115,69 @@ fn access_line(req: &Request, resp: &Response, took: std::time::Duration) {
         resp.body.len(),
         took.as_secs_f64() * 1000.0
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::db::Db;
+    use crate::http::Method;
+    use crate::metrics::Metrics;
+
+    /// A service whose database is never reached by these tests.
+    fn service(rate_limiter: Option<RateLimiter>) -> Service {
+        let config = Config::from_lookup(|k| match k {
+            "DATABASE_URL" => Some("postgres://u:p@127.0.0.1:1/db".into()),
+            _ => None,
+        })
+        .unwrap();
+        Service {
+            ctx: Ctx {
+                db: Db::new(&config.db),
+                metrics: Metrics::new("test"),
+                api_token: None,
+                max_body_bytes: 100,
+            },
+            served_by: Some("replica-1".into()),
+            rate_limiter,
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    fn get(path: &str) -> Request {
+        let mut r = Request::new(Method::Get, path);
+        r.peer = Some("192.0.2.1:5555".parse().unwrap());
+        r
+    }
+
+    #[test]
+    fn panic_in_a_handler_gives_500_and_the_next_request_is_served() {
+        let s = service(None);
+        let resp = s.serve(get("/health/live"), |_, _, _| panic!("boom"));
+        assert_eq!(resp.status, 500);
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body, serde_json::json!({"error": "internal server error"}));
+        assert_eq!(s.handle(get("/health/live")).status, 200);
+    }
+
+    #[test]
+    fn every_response_carries_request_id_and_served_by() {
+        let s = service(None);
+        let resp = s.handle(get("/nowhere").with_header("X-Request-Id", "abc.1"));
+        assert_eq!(resp.status, 404);
+        assert_eq!(resp.header("x-request-id"), Some("abc.1"));
+        assert_eq!(resp.header("x-served-by"), Some("replica-1"));
+    }
+
+    #[test]
+    fn rate_limit_answers_429_with_retry_after_but_spares_health() {
+        let s = service(Some(RateLimiter::new(0.5, 2.0)));
+        assert_eq!(s.handle(get("/nowhere")).status, 404);
+        assert_eq!(s.handle(get("/nowhere")).status, 404);
+        let resp = s.handle(get("/nowhere"));
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.header("retry-after"), Some("2"));
+        assert_eq!(s.handle(get("/health/live")).status, 200);
+    }
 }

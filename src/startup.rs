@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http::server::{Server, Stopper};
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::routes::Ctx;
 use crate::service::Service;
 use crate::systemd;
@@ -92,6 +93,10 @@ impl App {
                 max_body_bytes: config.server.max_body_bytes,
             },
             served_by: config.served_by.clone(),
+            rate_limiter: config
+                .rate_limit
+                .map(|(rate, burst)| RateLimiter::new(rate, burst)),
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let server = Server::new(listener, config.server.clone(), Arc::new(service))
             .map_err(StartupError::Io)?;

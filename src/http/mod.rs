@@ -5,6 +5,7 @@
 //! them.
 
 pub mod body;
+pub mod client_addr;
 pub mod query;
 pub mod request_id;
 pub mod server;

@@ -53,7 +53,11 @@ mod tests {
                 let routed = matches!(route(m, &sample(pattern)), Route::Found { .. });
                 let op = m.as_str().to_ascii_lowercase();
                 let in_doc = paths[pattern].get(&op).is_some();
-                assert_eq!(routed, in_doc, "{} {pattern}: router {routed}, document {in_doc}", m);
+                assert_eq!(
+                    routed, in_doc,
+                    "{} {pattern}: router {routed}, document {in_doc}",
+                    m
+                );
             }
         }
     }
