@@ -42,6 +42,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "-",
         "file holding the password (else $CREDENTIALS_DIRECTORY/db_password)",
     ),
+    (
+        "DATABASE_READ_URL",
+        "-",
+        "a streaming replica for GET requests (falls back to the primary when it is down)",
+    ),
+    (
+        "DB_READ_HOST",
+        "-",
+        "or: the replica's host, with the primary's database, user and password",
+    ),
+    (
+        "DB_READ_PORT",
+        "DB_PORT",
+        "the replica's port, with DB_READ_HOST",
+    ),
     ("DB_POOL_SIZE", "WORKERS", "pooled PostgreSQL connections"),
     (
         "DB_POOL_TIMEOUT_MS",
@@ -199,6 +214,8 @@ impl fmt::Debug for Secret {
 pub struct DbConfig {
     /// Connection settings; its `Debug` redacts the password.
     pub pg: postgres::Config,
+    /// A streaming replica for reads, when one is configured.
+    pub read_pg: Option<postgres::Config>,
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub connect_timeout: Duration,
@@ -287,6 +304,25 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
     if let Some(password) = env.secret("DB_PASSWORD", "DB_PASSWORD_FILE", "db_password")? {
         pg.password(password.expose());
     }
+    let statement_timeout: u64 = env.parse_in("DB_STATEMENT_TIMEOUT_MS", 5000, 0..=86_400_000)?;
+    tune(&mut pg, statement_timeout);
+    let read_pg = read_config(env, &pg, statement_timeout)?;
+    let default_pool = u32::try_from(workers).unwrap_or(u32::MAX);
+    Ok(DbConfig {
+        pg,
+        read_pg,
+        pool_size: env.parse_in("DB_POOL_SIZE", default_pool, 1..=1024)?,
+        pool_timeout: Duration::from_millis(env.parse_in(
+            "DB_POOL_TIMEOUT_MS",
+            1000,
+            1..=600_000,
+        )?),
+        connect_timeout: Duration::from_secs(env.parse_in("DB_CONNECT_TIMEOUT", 30, 0..=86_400)?),
+    })
+}
+
+/// Settings every connection gets, to the primary and to a replica alike.
+fn tune(pg: &mut postgres::Config, statement_timeout_ms: u64) {
     // A literal IP skips the resolver thread tokio-postgres starts for every new
     // connection to a host name.
     let ips: Vec<_> = pg
@@ -297,30 +333,56 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
             _ => None,
         })
         .collect();
-    if ips.len() == pg.get_hosts().len() {
+    if ips.len() == pg.get_hosts().len() && pg.get_hostaddrs().is_empty() {
         for ip in ips {
             pg.hostaddr(ip);
         }
     }
-    let statement_timeout: u64 = env.parse_in("DB_STATEMENT_TIMEOUT_MS", 5000, 0..=86_400_000)?;
     pg.application_name("user-api")
         .connect_timeout(Duration::from_secs(5))
         // Bounds how long a write may go unacknowledged when the network to the
         // database is cut, so such a request fails instead of hanging.
         .tcp_user_timeout(Duration::from_secs(10))
         .keepalives_idle(Duration::from_secs(30))
-        .options(&format!("-c statement_timeout={statement_timeout}"));
-    let default_pool = u32::try_from(workers).unwrap_or(u32::MAX);
-    Ok(DbConfig {
-        pg,
-        pool_size: env.parse_in("DB_POOL_SIZE", default_pool, 1..=1024)?,
-        pool_timeout: Duration::from_millis(env.parse_in(
-            "DB_POOL_TIMEOUT_MS",
-            1000,
-            1..=600_000,
-        )?),
-        connect_timeout: Duration::from_secs(env.parse_in("DB_CONNECT_TIMEOUT", 30, 0..=86_400)?),
-    })
+        .options(&format!("-c statement_timeout={statement_timeout_ms}"));
+}
+
+/// The replica: `DATABASE_READ_URL`, or the primary's database, user and password at
+/// `DB_READ_HOST` (and `DB_READ_PORT`).
+fn read_config(
+    env: &Env<'_>,
+    primary: &postgres::Config,
+    statement_timeout_ms: u64,
+) -> Result<Option<postgres::Config>, ConfigError> {
+    let mut pg = if let Some(url) = env.get("DATABASE_READ_URL") {
+        postgres::Config::from_str(&url).map_err(|_| {
+            err(
+                "DATABASE_READ_URL",
+                "not a valid postgres:// URL or key=value string",
+            )
+        })?
+    } else if let Some(host) = env.get("DB_READ_HOST") {
+        let port = *primary.get_ports().first().unwrap_or(&5432);
+        let mut pg = postgres::Config::new();
+        pg.host(&host)
+            .port(env.parse_in("DB_READ_PORT", port, 1..=65535)?);
+        if let Some(db) = primary.get_dbname() {
+            pg.dbname(db);
+        }
+        if let Some(user) = primary.get_user() {
+            pg.user(user);
+        }
+        pg
+    } else {
+        return Ok(None);
+    };
+    if pg.get_password().is_none() {
+        if let Some(pw) = primary.get_password() {
+            pg.password(pw);
+        }
+    }
+    tune(&mut pg, statement_timeout_ms);
+    Ok(Some(pg))
 }
 
 fn rate_limit(env: &Env<'_>) -> Result<Option<(f64, f64)>, ConfigError> {
@@ -571,6 +633,34 @@ mod tests {
         assert_eq!(c.db.pool_size, 3);
         assert!(c.api_token.is_none());
         assert_eq!(c.db.pg.get_hostaddrs().len(), 1);
+    }
+
+    #[test]
+    fn config_reads_a_replica_with_the_primarys_credentials() {
+        let c = config(&with(&[
+            ("DB_PASSWORD", "pw"),
+            ("DB_READ_HOST", "10.0.0.9"),
+        ]))
+        .unwrap();
+        let r = c.db.read_pg.unwrap();
+        assert_eq!(
+            r.get_hostaddrs(),
+            &["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!((r.get_dbname(), r.get_user()), (Some("app"), Some("app")));
+        assert_eq!(r.get_password(), Some(&b"pw"[..]));
+        assert_eq!(r.get_ports(), &[5432]);
+        let c = config(&[
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1/d"),
+            ("DATABASE_READ_URL", "postgres://u@127.0.0.2:5433/d"),
+        ])
+        .unwrap();
+        let r = c.db.read_pg.unwrap();
+        assert_eq!(
+            (r.get_ports(), r.get_password()),
+            (&[5433][..], Some(&b"p"[..]))
+        );
+        assert!(config(BASE).unwrap().db.read_pg.is_none());
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, pool: PoolStats) -> String {
+    pub fn render(&self, pool: PoolStats, replica: Option<(PoolStats, u64)>) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str(
             "# HELP http_requests_total Requests answered, by method, route pattern and status.\n",
@@ -137,6 +137,19 @@ impl Metrics {
              user_api_build_info{{version=\"{}\"}} 1\n",
             pool.idle, pool.in_use, pool.wait_timeouts, self.version
         );
+        if let Some((r, fallbacks)) = replica {
+            let _ = write!(
+                out,
+                "# HELP db_replica_pool_connections Pooled read-replica connections, by state.\n\
+                 # TYPE db_replica_pool_connections gauge\n\
+                 db_replica_pool_connections{{state=\"idle\"}} {}\n\
+                 db_replica_pool_connections{{state=\"in_use\"}} {}\n\
+                 # HELP db_replica_fallbacks_total Reads sent to the primary because the replica could not serve them.\n\
+                 # TYPE db_replica_fallbacks_total counter\n\
+                 db_replica_fallbacks_total {fallbacks}\n",
+                r.idle, r.in_use
+            );
+        }
         out
     }
 }
@@ -162,7 +175,7 @@ mod tests {
             404,
             Duration::from_secs(9),
         );
-        let text = m.render(POOL);
+        let text = m.render(POOL, None);
         assert!(text.contains(
             "http_requests_total{method=\"GET\",route=\"/user/{id}\",status=\"200\"} 2\n"
         ));
@@ -191,12 +204,16 @@ mod tests {
         assert!(text.contains("db_pool_connections{state=\"in_use\"} 1\n"));
         assert!(text.contains("db_pool_wait_timeouts_total 2\n"));
         assert!(text.contains("user_api_build_info{version=\"1.2.3\"} 1\n"));
+        assert!(!text.contains("replica"));
+        let text = m.render(POOL, Some((POOL, 7)));
+        assert!(text.contains("db_replica_pool_connections{state=\"idle\"} 3\n"));
+        assert!(text.contains("db_replica_fallbacks_total 7\n"));
     }
 
     #[test]
     fn render_labels_an_unlisted_status_as_other() {
         let m = Metrics::new("x");
         m.observe(&Method::Get, 0, 418, Duration::ZERO);
-        assert!(m.render(POOL).contains("status=\"other\"} 1"));
+        assert!(m.render(POOL, None).contains("status=\"other\"} 1"));
     }
 }

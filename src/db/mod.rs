@@ -50,28 +50,92 @@ pub enum Access {
 }
 
 /// Pool figures for `/metrics`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct PoolStats {
     pub idle: u32,
     pub in_use: u32,
     pub wait_timeouts: u64,
 }
 
-/// The pool and what it needs to run queries well.
-#[derive(Clone)]
+/// The primary's pool, and a replica's when reads are sent to one.
 pub struct Db {
-    pool: Pool<Manager>,
-    suspect: Arc<AtomicU64>,
-    wait_timeouts: Arc<AtomicU64>,
+    primary: PgPool,
+    replica: Option<PgPool>,
+    replica_fallbacks: AtomicU64,
 }
 
 impl Db {
-    /// Builds the pool without waiting for connections: they are opened in the
+    /// Builds the pools without waiting for connections: they are opened in the
     /// background, and a request that finds none in `pool_timeout` gets a 503.
     pub fn new(cfg: &DbConfig) -> Db {
+        Db {
+            primary: PgPool::new(&cfg.pg, cfg),
+            replica: cfg.read_pg.as_ref().map(|pg| PgPool::new(pg, cfg)),
+            replica_fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `op` on the primary, or for a read on the replica when there is one. A read
+    /// the replica cannot serve (down, no connection in time) falls back to the primary.
+    pub fn run<T>(
+        &self,
+        access: Access,
+        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, ApiError> {
+        if let (Access::Read, Some(replica)) = (access, &self.replica) {
+            match replica.run(Access::Read, &mut op) {
+                Err(ApiError::Unavailable(e)) => {
+                    self.replica_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    warn!("replica unavailable, reading from the primary: {e}");
+                }
+                other => return other,
+            }
+        }
+        self.primary.run(access, op)
+    }
+
+    /// A lookup that must see the caller's own writes: what the replica does not have
+    /// (yet) is looked up on the primary, so the `Location` of a user just created
+    /// always answers, whatever the replication lag.
+    pub fn find<T>(
+        &self,
+        mut op: impl FnMut(&mut Client) -> Result<Option<T>, postgres::Error>,
+    ) -> Result<Option<T>, ApiError> {
+        match self.run(Access::Read, &mut op)? {
+            None if self.replica.is_some() => self.primary.run(Access::Read, op),
+            found => Ok(found),
+        }
+    }
+
+    /// Answers whether the primary answers a trivial query.
+    pub fn ping(&self) -> Result<(), ApiError> {
+        self.primary
+            .run(Access::Read, |c| c.simple_query("SELECT 1").map(drop))
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.primary.stats()
+    }
+
+    /// The replica's pool figures and how many reads fell back to the primary.
+    pub fn replica_stats(&self) -> Option<(PoolStats, u64)> {
+        let r = self.replica.as_ref()?;
+        Some((r.stats(), self.replica_fallbacks.load(Ordering::Relaxed)))
+    }
+}
+
+/// One pool and what it needs to run queries well.
+struct PgPool {
+    pool: Pool<Manager>,
+    suspect: Arc<AtomicU64>,
+    wait_timeouts: AtomicU64,
+}
+
+impl PgPool {
+    fn new(pg: &postgres::Config, cfg: &DbConfig) -> PgPool {
         let suspect = Arc::new(AtomicU64::new(0));
         let manager = Manager {
-            inner: PostgresConnectionManager::new(cfg.pg.clone(), NoTls),
+            inner: PostgresConnectionManager::new(pg.clone(), NoTls),
             suspect: Arc::clone(&suspect),
         };
         let pool = Pool::builder()
@@ -81,10 +145,10 @@ impl Db {
             .test_on_check_out(true)
             .error_handler(Box::new(WarnOnError))
             .build_unchecked(manager);
-        Db {
+        PgPool {
             pool,
             suspect,
-            wait_timeouts: Arc::new(AtomicU64::new(0)),
+            wait_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -93,7 +157,7 @@ impl Db {
     /// retried once on another connection when it cannot have taken effect: always for
     /// reads, and for writes only when the server said it ended the session before
     /// running anything.
-    pub fn run<T>(
+    fn run<T>(
         &self,
         access: Access,
         mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
@@ -121,17 +185,13 @@ impl Db {
         })
     }
 
-    pub fn stats(&self) -> PoolStats {
+    fn stats(&self) -> PoolStats {
         let s = self.pool.state();
         PoolStats {
             idle: s.idle_connections,
             in_use: s.connections - s.idle_connections,
             wait_timeouts: self.wait_timeouts.load(Ordering::Relaxed),
         }
-    }
-
-    pub fn max_size(&self) -> u32 {
-        self.pool.max_size()
     }
 }
 

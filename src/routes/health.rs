@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::{Ctx, json};
 use crate::clock::rfc3339_micros;
-use crate::db::Access;
 use crate::error::{ApiError, RETRY_AFTER_SECS};
 use crate::http::Response;
 
@@ -15,10 +14,7 @@ use crate::http::Response;
 /// health object itself as the body.
 pub fn ready(ctx: &Ctx) -> Result<Response, ApiError> {
     let now = rfc3339_micros(SystemTime::now());
-    match ctx
-        .db
-        .run(Access::Read, |c| c.simple_query("SELECT 1").map(drop))
-    {
+    match ctx.db.ping() {
         Ok(()) => json(
             200,
             &json!({"status": "healthy", "database": "ok", "timestamp": now}),

@@ -8,7 +8,7 @@ use crate::http::Response;
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
-    let text = ctx.metrics.render(ctx.db.stats());
+    let text = ctx.metrics.render(ctx.db.stats(), ctx.db.replica_stats());
     Ok(Response::new(200)
         .with_header("Content-Type", "text/plain; version=0.0.4")
         .with_body(text.into_bytes()))

@@ -17,10 +17,7 @@ pub fn create(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
 }
 
 pub fn get(ctx: &Ctx, id: UserId) -> Result<Response, ApiError> {
-    let user = ctx
-        .db
-        .run(Access::Read, |c| users::get(c, id))?
-        .ok_or(NO_USER)?;
+    let user = ctx.db.find(|c| users::get(c, id))?.ok_or(NO_USER)?;
     json(200, &user)
 }
 
