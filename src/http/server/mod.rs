@@ -6,7 +6,13 @@
 
 // Building blocks of the reactor that replaces tiny_http; unused until it lands.
 #[allow(dead_code)]
+mod chunked;
+#[allow(dead_code)]
 mod date;
+#[allow(dead_code)]
+mod parse;
+#[allow(dead_code)]
+mod reader;
 #[allow(dead_code)]
 mod response;
 
