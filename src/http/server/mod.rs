@@ -1,29 +1,46 @@
 //! The connection layer: accepts connections, reads complete requests, runs them on the
 //! worker pool and writes the responses.
 //!
-//! This first version sits on `tiny_http`; it is meant to be replaced by our own reactor
-//! with the same public surface (`ServerConfig`, `Server`, `Stopper`).
+//! A synchronous thread-pool server. One reactor thread ([`reactor`]) owns the listener
+//! and every connection that is idle or still sending its request, all non-blocking. It
+//! parses heads with `httparse` ([`parse`], [`reader`], [`chunked`]) and hands only
+//! complete requests to `workers` threads ([`worker`]) over a bounded queue. A worker runs
+//! the handler, serialises the response into one buffer ([`response`]), writes what the
+//! socket takes, and sends the connection back to the reactor, waking it. No thread per
+//! connection; a slow client never holds a worker.
+//!
+//! Readiness comes from `mio` rather than `polling`: `mio` registers its own owned
+//! `TcpListener`/`TcpStream` and ships a `Waker`, so the whole layer stays safe code under
+//! the crate's `forbid(unsafe_code)`, whereas `polling` 3 makes registering a raw
+//! descriptor an `unsafe` call. `mio` is also already in the dependency tree (through
+//! `postgres`' tokio), so it costs no extra build.
 
-// Building blocks of the reactor that replaces tiny_http; unused until it lands.
-#[allow(dead_code)]
 mod chunked;
-#[allow(dead_code)]
+mod conn;
 mod date;
-#[allow(dead_code)]
 mod parse;
-#[allow(dead_code)]
+mod reactor;
 mod reader;
-#[allow(dead_code)]
 mod response;
+mod worker;
 
-use std::io::{self, Read};
+use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Body, Handler, Method, Request};
+use mio::{Interest, Poll, Waker};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+use super::Handler;
+
+/// Descriptors kept back from `max_connections` for everything else the process opens:
+/// database connections, log files, the poller itself.
+const FD_RESERVE: u64 = 64;
 
 /// Limits and sizes of the connection layer.
 #[derive(Clone, Debug)]
@@ -71,24 +88,50 @@ impl Default for ServerConfig {
 }
 
 /// Asks a running [`Server`] to stop gracefully. Cheap to clone; safe from any thread.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Stopper {
-    stop: Arc<AtomicBool>,
+    shared: Arc<StopState>,
+}
+
+#[derive(Default)]
+struct StopState {
+    stopped: AtomicBool,
+    /// Wakes the reactor out of `poll`; set by [`Server::new`].
+    waker: OnceLock<Arc<Waker>>,
 }
 
 impl Stopper {
+    /// Starts a graceful stop: no new connections, idle ones closed, requests in flight
+    /// answered with `Connection: close`. Returns at once; [`Server::run`] returns when
+    /// the drain is done.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(waker) = self.shared.waker.get() {
+            if let Err(e) = waker.wake() {
+                // The reactor still sees the flag at its next timer tick.
+                log::warn!("cannot wake the reactor to stop: {e}");
+            }
+        }
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.shared.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stopper")
+            .field("stopped", &self.is_stopped())
+            .finish()
     }
 }
 
 /// A bound server, ready to run.
 pub struct Server {
-    inner: Arc<tiny_http::Server>,
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    waker: Arc<Waker>,
     local_addr: SocketAddr,
     config: ServerConfig,
     handler: Arc<dyn Handler>,
@@ -98,19 +141,45 @@ pub struct Server {
 impl Server {
     /// Wraps a listener that is already bound (port 0 in tests, or one inherited from
     /// systemd).
+    ///
+    /// `max_connections` is lowered to what the descriptor limit allows (less a reserve
+    /// for everything else), with a warning; call [`raise_nofile_limit`] first to get the
+    /// most out of it.
     pub fn new(
         listener: TcpListener,
         config: ServerConfig,
         handler: Arc<dyn Handler>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
-        let inner = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
+        listener.set_nonblocking(true)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, reactor::LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), reactor::WAKER)?);
+        let stopper = Stopper::default();
+        // A fresh `Stopper`'s cell is empty, so this cannot fail.
+        let _ = stopper.shared.waker.set(Arc::clone(&waker));
+
+        let mut config = config;
+        let nofile = getrlimit(Resource::Nofile).current;
+        if let Some(ceiling) = connection_ceiling(config.max_connections, nofile) {
+            log::warn!(
+                "max_connections lowered from {} to {ceiling}: the open-files limit is {} \
+                 and {FD_RESERVE} descriptors are kept for other uses",
+                config.max_connections,
+                nofile.unwrap_or(u64::MAX),
+            );
+            config.max_connections = ceiling;
+        }
         Ok(Server {
-            inner: Arc::new(inner),
+            poll,
+            listener,
+            waker,
             local_addr,
             config,
             handler,
-            stopper: Stopper::default(),
+            stopper,
         })
     }
 
@@ -122,90 +191,110 @@ impl Server {
         self.stopper.clone()
     }
 
+    /// The configuration in force, after `max_connections` was fitted to the
+    /// descriptor limit.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// Serves until [`Stopper::stop`] is called, then lets the requests already received
     /// finish (up to `shutdown_timeout`) and returns.
     pub fn run(self) -> io::Result<()> {
-        let workers: Vec<_> = (0..self.config.workers.max(1))
-            .map(|i| {
-                let server = Arc::clone(&self.inner);
-                let handler = Arc::clone(&self.handler);
-                let stopper = self.stopper.clone();
-                let max_body = self.config.max_body_bytes;
-                thread::Builder::new()
-                    .name(format!("worker-{i}"))
-                    .spawn(move || work(&server, handler.as_ref(), &stopper, max_body))
-            })
-            .collect::<io::Result<_>>()?;
-        while !self.stopper.is_stopped() {
-            thread::sleep(Duration::from_millis(50));
+        let Server {
+            poll,
+            listener,
+            waker,
+            config,
+            handler,
+            stopper,
+            ..
+        } = self;
+        let (job_tx, job_rx) = mpsc::sync_channel(config.queue_depth);
+        let (back_tx, back_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel::<()>();
+        let shared = Arc::new(worker::Shared {
+            jobs: Mutex::new(job_rx),
+            waker,
+            handler,
+            stopper: stopper.clone(),
+        });
+        let workers = config.workers.max(1);
+        for n in 0..workers {
+            let shared = Arc::clone(&shared);
+            let back = back_tx.clone();
+            let exited = ExitSignal(exit_tx.clone());
+            thread::Builder::new()
+                .name(format!("http-worker-{n}"))
+                .spawn(move || {
+                    let _exited = exited;
+                    worker::run(&shared, &back);
+                })?;
         }
-        let deadline = Instant::now() + self.config.shutdown_timeout;
-        for w in workers {
-            while !w.is_finished() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(10));
-            }
-            if w.is_finished() {
-                let _ = w.join();
+        drop((back_tx, exit_tx));
+
+        let reactor = reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, stopper);
+        // The reactor owns the job queue's sender: once it returns, the workers finish
+        // what is queued and exit.
+        let deadline = reactor.run()?;
+        for _ in 0..workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if exit_rx.recv_timeout(left).is_err() {
+                log::warn!("graceful stop timed out with requests still running");
+                break;
             }
         }
         Ok(())
     }
 }
 
-fn work(server: &tiny_http::Server, handler: &dyn Handler, stopper: &Stopper, max_body: usize) {
-    loop {
-        let next = if stopper.is_stopped() {
-            // Drain what was already received, then leave.
-            match server.try_recv() {
-                Ok(Some(r)) => r,
-                _ => return,
-            }
-        } else {
-            match server.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(_) => return,
-            }
-        };
-        serve_one(next, handler, max_body);
+/// Tells `run` a worker thread has ended, however it ended.
+struct ExitSignal(mpsc::Sender<()>);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
-fn serve_one(mut raw: tiny_http::Request, handler: &dyn Handler, max_body: usize) {
-    let url = raw.url().to_owned();
-    let mut req = Request::new(Method::parse(raw.method().as_str()), &url);
-    req.peer = raw.remote_addr().copied();
-    req.headers = raw
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_owned(),
-            )
-        })
-        .collect();
-    req.body = match raw.body_length() {
-        Some(n) if n > max_body => Body::TooLarge,
-        _ => {
-            let mut buf = Vec::new();
-            let limit = u64::try_from(max_body)
-                .unwrap_or(u64::MAX)
-                .saturating_add(1);
-            match raw.as_reader().take(limit).read_to_end(&mut buf) {
-                Ok(_) if buf.len() > max_body => Body::TooLarge,
-                Ok(_) => Body::Complete(buf),
-                Err(_) => return,
-            }
-        }
-    };
-    let resp = handler.handle(req);
-    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
-    for (name, value) in resp.headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            out.add_header(h);
-        }
+/// The lower `max_connections` the descriptor limit calls for, if it calls for one.
+fn connection_ceiling(max_connections: usize, nofile: Option<u64>) -> Option<usize> {
+    let ceiling = nofile?.saturating_sub(FD_RESERVE).max(1);
+    let ceiling = usize::try_from(ceiling).unwrap_or(usize::MAX);
+    (max_connections > ceiling).then_some(ceiling)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new soft limit
+/// (`u64::MAX` for unlimited). Call it once at start-up, before [`Server::new`].
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
     }
-    // A client that went away is not our error.
-    let _ = raw.respond(out);
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ceiling_clamps_when_the_descriptor_limit_is_lower() {
+        assert_eq!(connection_ceiling(10_000, Some(1024)), Some(960));
+        assert_eq!(connection_ceiling(100, Some(1024)), None);
+        assert_eq!(connection_ceiling(10_000, None), None);
+        assert_eq!(connection_ceiling(10, Some(3)), Some(1));
+    }
+
+    #[test]
+    fn raise_nofile_limit_reaches_the_hard_limit_when_called() {
+        let soft = raise_nofile_limit().unwrap();
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        assert_eq!(soft, hard);
+    }
 }
