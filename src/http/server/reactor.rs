@@ -69,7 +69,7 @@ impl Timeouts {
 #[derive(Debug)]
 enum Slot {
     Free {
-        next: usize,
+        next: Option<usize>,
     },
     Here(Conn),
     /// At a worker; the slot (and so the token) stays reserved until it comes back.
@@ -90,11 +90,10 @@ impl Table {
         self.live += 1;
         match self.free {
             Some(i) => {
-                let next = match self.slots[i] {
+                self.free = match self.slots[i] {
                     Slot::Free { next } => next,
-                    _ => usize::MAX,
+                    _ => None,
                 };
-                self.free = (next != usize::MAX).then_some(next);
                 self.slots[i] = Slot::Here(conn);
                 i
             }
@@ -135,9 +134,7 @@ impl Table {
             if matches!(slot, Slot::Free { .. }) {
                 return;
             }
-            *slot = Slot::Free {
-                next: self.free.unwrap_or(usize::MAX),
-            };
+            *slot = Slot::Free { next: self.free };
             self.free = Some(i);
             self.live -= 1;
         }

@@ -121,40 +121,48 @@ impl Reader {
                 buf.drain(..end);
                 self.start_body(head, buf, limits)
             }
-            State::Body(state) => {
-                let cap = limits.max_body_bytes;
-                let done = match &mut state.kind {
-                    BodyKind::Length { left } => {
-                        let take = (*left).min(buf.len());
-                        state.body.extend(buf.drain(..take));
-                        *left -= take;
-                        *left == 0
+            State::Body(_) => self.advance_body(buf, limits.max_body_bytes),
+        }
+    }
+
+    /// Moves buffered body bytes into the body being read.
+    fn advance_body(&mut self, buf: &mut Vec<u8>, cap: usize) -> Step {
+        // Taken out and put back unless finished: the box moves, the body does not.
+        let mut state = match mem::replace(&mut self.state, State::Head { scanned: 0 }) {
+            State::Body(state) => state,
+            head @ State::Head { .. } => {
+                self.state = head;
+                return Step::NeedMore;
+            }
+        };
+        let body = match &mut state.kind {
+            BodyKind::Length { left } => {
+                let take = (*left).min(buf.len());
+                state.body.extend(buf.drain(..take));
+                *left -= take;
+                (*left == 0).then(|| Body::Complete(mem::take(&mut state.body)))
+            }
+            BodyKind::Chunked(decoder) => {
+                let (used, progress) = decoder.decode(buf, &mut state.body, cap);
+                buf.drain(..used);
+                match progress {
+                    chunked::Progress::NeedMore => None,
+                    chunked::Progress::Done => Some(Body::Complete(mem::take(&mut state.body))),
+                    chunked::Progress::TooLarge => Some(Body::TooLarge),
+                    chunked::Progress::Invalid => {
+                        return Step::Reject(Rejection::new(
+                            400,
+                            "the chunked request body is malformed",
+                        ));
                     }
-                    BodyKind::Chunked(decoder) => {
-                        let (used, progress) = decoder.decode(buf, &mut state.body, cap);
-                        buf.drain(..used);
-                        match progress {
-                            chunked::Progress::NeedMore => false,
-                            chunked::Progress::Done => true,
-                            chunked::Progress::TooLarge => {
-                                let head = self.take_body().head;
-                                return Step::Ready(Box::new(ready(head, Body::TooLarge)));
-                            }
-                            chunked::Progress::Invalid => {
-                                return Step::Reject(Rejection::new(
-                                    400,
-                                    "the chunked request body is malformed",
-                                ));
-                            }
-                        }
-                    }
-                };
-                if done {
-                    let BodyState { head, body, .. } = self.take_body();
-                    Step::Ready(Box::new(ready(head, Body::Complete(body))))
-                } else {
-                    Step::NeedMore
                 }
+            }
+        };
+        match body {
+            Some(body) => Step::Ready(Box::new(ready(state.head, body))),
+            None => {
+                self.state = State::Body(state);
+                Step::NeedMore
             }
         }
     }
@@ -184,24 +192,6 @@ impl Reader {
             Step::SendContinue
         } else {
             self.advance(buf, limits)
-        }
-    }
-
-    fn take_body(&mut self) -> BodyState {
-        match mem::replace(&mut self.state, State::Head { scanned: 0 }) {
-            State::Body(state) => *state,
-            // Only called from the body state; an empty body keeps this total.
-            State::Head { .. } => BodyState {
-                head: Head {
-                    request: Request::new(Method::Get, "/"),
-                    minor_version: 1,
-                    keep_alive: false,
-                    framing: Framing::Empty,
-                    expect_continue: false,
-                },
-                body: Vec::new(),
-                kind: BodyKind::Length { left: 0 },
-            },
         }
     }
 }
