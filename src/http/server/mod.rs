@@ -47,7 +47,8 @@ const FD_RESERVE: u64 = 64;
 pub struct ServerConfig {
     /// Threads that run handlers (the blocking database work).
     pub workers: usize,
-    /// Largest request body read; a larger one is answered 413 without being read.
+    /// Largest request body read. A larger one is not read: the handler gets
+    /// `Body::TooLarge` (and answers 413 once auth is checked), then the connection closes.
     pub max_body_bytes: usize,
     /// Open connections at most; past it a new one gets a fast 503 and is closed.
     pub max_connections: usize,
