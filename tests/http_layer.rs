@@ -426,11 +426,22 @@ fn large_response_arrives_whole_when_the_reactor_finishes_the_workers_write() {
 
 #[test]
 fn slow_reader_is_dropped_when_the_write_timeout_passes() {
-    let server = TestServer::start(quick_config(), big);
+    let (answered_tx, answered) = std::sync::mpsc::channel();
+    let answered_tx = std::sync::Mutex::new(answered_tx);
+    let handler = move |req: user_api::http::Request| {
+        let resp = big(req);
+        let _ = answered_tx.lock().map(|tx| tx.send(()));
+        resp
+    };
+    let server = TestServer::start(quick_config(), handler);
     let mut c = server.client();
     c.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
-    // The scenario itself: a client that does not read for twice the write timeout.
-    thread::sleep(Duration::from_secs(1));
+    answered
+        .recv_timeout(READ_LIMIT)
+        .expect("the handler answered");
+    // The scenario itself: a client that reads nothing for three write timeouts,
+    // counted from when the response exists.
+    thread::sleep(3 * quick_config().write_timeout);
     let mut received = 0;
     let mut chunk = vec![0u8; 1 << 16];
     loop {
