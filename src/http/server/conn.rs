@@ -1,0 +1,152 @@
+//! One client connection: its non-blocking socket, the bytes read but not yet parsed, the
+//! bytes still to be written, and what it is waiting for.
+//!
+//! A `Conn` is owned by exactly one thread at a time: the reactor while it is idle,
+//! reading a request or finishing a write; a worker while its request runs. It moves
+//! between them by value, so no lock guards it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::reader::{Phase, Reader};
+
+/// What the connection does once its pending output is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum After {
+    /// Read the next request.
+    KeepAlive,
+    /// Half-close and drain what the client still sends, then close.
+    Close,
+}
+
+/// What the reactor is waiting for on this connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Just accepted, not a byte received yet: the header timeout runs from the accept.
+    Fresh,
+    /// Reading a request; the reader phase tells which timeout applies.
+    Reading(Phase),
+    /// Writing `out`, then `After`.
+    Writing(After),
+    /// Response sent and write side shut: discarding input until the client closes, so
+    /// unread request bytes do not turn our close into a reset that destroys the response.
+    Lingering,
+}
+
+/// Bytes discarded while lingering before the connection is simply closed.
+const LINGER_BUDGET: usize = 256 * 1024;
+
+/// A read or write that ends the connection.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Read but not yet consumed by the reader. Empty (and unallocated) while idle.
+    pub buf: Vec<u8>,
+    pub reader: Reader,
+    /// Output not yet written, from `out_pos` on. Unallocated when nothing is pending.
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    pub stage: Stage,
+    /// When the current stage times out.
+    pub deadline: Instant,
+    /// Bytes discarded so far while lingering.
+    lingered: usize,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Conn {
+        Conn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            reader: Reader::default(),
+            out: Vec::new(),
+            out_pos: 0,
+            stage: Stage::Fresh,
+            deadline,
+            lingered: 0,
+        }
+    }
+
+    /// One read into `scratch`, appended to `buf`. `Ok(false)` when the socket would
+    /// block, `Err(Gone)` on EOF or error.
+    ///
+    /// One scratch buffer serves every connection; `buf` grows only by what actually
+    /// arrived, which keeps idle and slow connections small.
+    pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> Result<bool, Gone> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&scratch[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(_) => return Err(Gone),
+            }
+        }
+    }
+
+    /// Writes pending output until done or the socket would block. `Ok(true)` when all
+    /// of it is written (and its memory released).
+    pub(crate) fn flush(&mut self) -> Result<bool, Gone> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(_) => return Err(Gone),
+            }
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Shuts the write side and drops buffers, entering the lingering stage.
+    pub(crate) fn start_linger(&mut self, deadline: Instant) {
+        // Sends our FIN after the response; failure means the peer is gone already.
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.buf = Vec::new();
+        self.reader = Reader::default();
+        self.stage = Stage::Lingering;
+        self.deadline = deadline;
+    }
+
+    /// Discards input while lingering. `Err(Gone)` once the client closed, the socket
+    /// failed, or the budget is spent: time to close.
+    pub(crate) fn discard_input(&mut self, scratch: &mut [u8]) -> Result<(), Gone> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => {
+                    self.lingered += n;
+                    if self.lingered > LINGER_BUDGET {
+                        return Err(Gone);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(Gone),
+            }
+        }
+    }
+
+    /// Gives back memory a finished request no longer needs.
+    pub(crate) fn trim(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > 4 * self.buf.len().max(1024) {
+            self.buf.shrink_to_fit();
+        }
+    }
+}

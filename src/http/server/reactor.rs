@@ -1,0 +1,614 @@
+//! The reactor: one thread that owns the listener and every connection not at a worker,
+//! all non-blocking, driven by one `mio::Poll`.
+//!
+//! It accepts, reads until a request is complete, queues complete requests for the
+//! workers, takes connections back when their response is written (or finishes the write
+//! itself), and enforces every per-connection deadline. Because `mio` is edge-triggered,
+//! whenever a connection enters a new stage the reactor tries its I/O at once instead of
+//! waiting for an event that may already have fired while a worker held it.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::conn::{After, Conn, Stage};
+use super::parse::Limits;
+use super::reader::{Phase, Ready, Step};
+use super::response::{self, Framing};
+use super::worker::{Job, Returned};
+use super::{ServerConfig, Stopper};
+use crate::http::Method;
+
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// Readiness events taken per `poll`.
+const EVENT_CAPACITY: usize = 1024;
+/// Connections accepted per loop turn, so a connection storm cannot starve reads.
+const ACCEPT_BATCH: usize = 128;
+/// Pause before accepting again when the process is out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a closing connection may keep sending before it is simply closed.
+const LINGER: Duration = Duration::from_secs(2);
+/// One read buffer for every connection: reads land here and only what arrived is
+/// copied to the connection, so idle connections hold no buffer at all.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// At most this often is a busy or over-capacity refusal logged.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The timeouts the reactor enforces.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    header: Duration,
+    body: Duration,
+    keepalive: Duration,
+    write: Duration,
+    linger: Duration,
+}
+
+impl Timeouts {
+    fn shortest(&self) -> Duration {
+        [
+            self.header,
+            self.body,
+            self.keepalive,
+            self.write,
+            self.linger,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(LINGER)
+    }
+}
+
+/// A connection's place in the table.
+#[derive(Debug)]
+enum Slot {
+    Free {
+        next: Option<usize>,
+    },
+    Here(Conn),
+    /// At a worker; the slot (and so the token) stays reserved until it comes back.
+    Away,
+}
+
+/// Connections by token, with a free list so tokens are reused.
+#[derive(Debug, Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Option<usize>,
+    /// Connections open, here or away: what `max_connections` limits.
+    live: usize,
+}
+
+impl Table {
+    fn insert(&mut self, conn: Conn) -> usize {
+        self.live += 1;
+        match self.free {
+            Some(i) => {
+                self.free = match self.slots[i] {
+                    Slot::Free { next } => next,
+                    _ => None,
+                };
+                self.slots[i] = Slot::Here(conn);
+                i
+            }
+            None => {
+                self.slots.push(Slot::Here(conn));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn get(&mut self, i: usize) -> Option<&mut Conn> {
+        match self.slots.get_mut(i) {
+            Some(Slot::Here(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Hands a connection out, keeping its slot.
+    fn lend(&mut self, i: usize) -> Option<Conn> {
+        match self.slots.get_mut(i) {
+            Some(slot @ Slot::Here(_)) => match std::mem::replace(slot, Slot::Away) {
+                Slot::Here(conn) => Some(conn),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn give_back(&mut self, i: usize, conn: Conn) {
+        if let Some(slot @ Slot::Away) = self.slots.get_mut(i) {
+            *slot = Slot::Here(conn);
+        }
+    }
+
+    /// Frees a slot, here or away; dropping the connection closes its socket.
+    fn remove(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            if matches!(slot, Slot::Free { .. }) {
+                return;
+            }
+            *slot = Slot::Free { next: self.free };
+            self.free = Some(i);
+            self.live -= 1;
+        }
+    }
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    events: Events,
+    tokens: Vec<Token>,
+    listener: Option<TcpListener>,
+    table: Table,
+    max_connections: usize,
+    limits: Limits,
+    timeouts: Timeouts,
+    shutdown_timeout: Duration,
+    jobs: SyncSender<Job>,
+    returned: Receiver<Returned>,
+    stopper: Stopper,
+    scratch: Vec<u8>,
+    /// No deadline falls before this, so the table is only swept then.
+    next_sweep: Instant,
+    /// Sweeps are at least this far apart, bounding their cost with many connections.
+    sweep_gap: Duration,
+    /// Accepting is paused until then after running out of descriptors.
+    accept_resume: Option<Instant>,
+    /// The last accept batch was cut short: accept again without waiting for an event.
+    accept_more: bool,
+    starved: bool,
+    last_refusal_log: Option<Instant>,
+    /// Set once a graceful stop began: the time by which `run` returns.
+    drain_deadline: Option<Instant>,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        config: &ServerConfig,
+        jobs: SyncSender<Job>,
+        returned: Receiver<Returned>,
+        stopper: Stopper,
+    ) -> Reactor {
+        let timeouts = Timeouts {
+            header: config.header_timeout,
+            body: config.body_timeout,
+            keepalive: config.keepalive_timeout,
+            write: config.write_timeout,
+            linger: LINGER.min(config.write_timeout),
+        };
+        let sweep_gap =
+            (timeouts.shortest() / 64).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        Reactor {
+            poll,
+            events: Events::with_capacity(EVENT_CAPACITY),
+            tokens: Vec::with_capacity(EVENT_CAPACITY),
+            listener: Some(listener),
+            table: Table::default(),
+            max_connections: config.max_connections.max(1),
+            limits: Limits {
+                max_header_bytes: config.max_header_bytes,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_body_bytes,
+            },
+            timeouts,
+            shutdown_timeout: config.shutdown_timeout,
+            jobs,
+            returned,
+            stopper,
+            scratch: vec![0; SCRATCH_BYTES],
+            next_sweep: Instant::now() + timeouts.shortest(),
+            sweep_gap,
+            accept_resume: None,
+            accept_more: false,
+            starved: false,
+            last_refusal_log: None,
+            drain_deadline: None,
+        }
+    }
+
+    /// Serves until a stop is requested and drained; returns the drain deadline, by which
+    /// the workers too should be done.
+    pub(crate) fn run(mut self) -> io::Result<Instant> {
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let now = Instant::now();
+            self.tokens.clear();
+            self.tokens.extend(self.events.iter().map(|e| e.token()));
+            let mut listener_ready = false;
+            for k in 0..self.tokens.len() {
+                match self.tokens[k] {
+                    LISTENER => listener_ready = true,
+                    WAKER => {}
+                    Token(i) => self.drive(i, now),
+                }
+            }
+            self.take_returned(now);
+            if self.stopper.is_stopped() && self.drain_deadline.is_none() {
+                self.begin_drain(now);
+            }
+            if self.accept_resume.is_some_and(|t| now >= t) {
+                self.accept_resume = None;
+                listener_ready = true;
+            }
+            if (listener_ready || self.accept_more) && self.accept_resume.is_none() {
+                self.accept(now);
+            }
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.table.live == 0 || now >= deadline {
+                    return Ok(deadline);
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if self.accept_more {
+            return Duration::ZERO;
+        }
+        let mut wake = self.next_sweep;
+        if let Some(t) = self.accept_resume {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.drain_deadline {
+            wake = wake.min(t);
+        }
+        wake.saturating_duration_since(now)
+    }
+
+    /// Does whatever the connection's stage calls for.
+    fn drive(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        match conn.stage {
+            Stage::Fresh | Stage::Reading(_) => self.drive_read(i, now),
+            Stage::Writing(_) => self.drive_write(i, now),
+            Stage::Lingering => {
+                if conn.discard_input(&mut self.scratch).is_err() {
+                    self.table.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Parses what is buffered and reads more, until a request is complete, the client
+    /// has nothing more for now, or the connection ends.
+    fn drive_read(&mut self, i: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.table.get(i) else {
+                return;
+            };
+            // An interim `100 Continue` still partly unsent goes out before anything else.
+            match conn.flush() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => return self.table.remove(i),
+            }
+            match conn.reader.advance(&mut conn.buf, &self.limits) {
+                Step::NeedMore => {}
+                Step::SendContinue => {
+                    conn.out.extend_from_slice(response::CONTINUE);
+                    continue;
+                }
+                Step::Ready(ready) => return self.dispatch(i, ready, now),
+                Step::Reject(rejection) => {
+                    return self.reject(i, rejection.status, &rejection.message, false, now);
+                }
+            }
+            let phase = conn.reader.phase(&conn.buf);
+            self.enter_phase(i, phase, now);
+            if self.drain_deadline.is_some() && phase != Phase::Body {
+                // Draining: a connection with no complete head is not a request in flight.
+                return self.table.remove(i);
+            }
+            let Some(conn) = self.table.get(i) else {
+                return;
+            };
+            match conn.read_once(&mut self.scratch) {
+                Ok(true) => {}
+                Ok(false) => return conn.trim(),
+                Err(_) => return self.table.remove(i),
+            }
+        }
+    }
+
+    /// Moves a reading connection to `phase`, starting that phase's deadline if it is
+    /// new. Deadlines are absolute: trickling bytes never extends them.
+    fn enter_phase(&mut self, i: usize, phase: Phase, now: Instant) {
+        let t = self.timeouts;
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        let deadline = match (conn.stage, phase) {
+            // A new connection's header time runs from the accept.
+            (Stage::Fresh, Phase::Idle) => return,
+            (Stage::Fresh, Phase::Head) => conn.deadline,
+            (Stage::Reading(old), new) if old == new => return,
+            (_, Phase::Idle) => now + t.keepalive,
+            (_, Phase::Head) => now + t.header,
+            (_, Phase::Body) => now + t.body,
+        };
+        conn.stage = Stage::Reading(phase);
+        conn.deadline = deadline;
+    }
+
+    /// Queues a complete request for the workers, or answers 503 if the queue is full.
+    fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
+        let Some(mut conn) = self.table.lend(i) else {
+            return;
+        };
+        conn.trim();
+        ready.request.peer = Some(conn.peer);
+        let job = Job {
+            token: Token(i),
+            conn,
+            ready,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                let head_only = job.ready.head_only;
+                self.table.give_back(i, job.conn);
+                if self.should_log_refusal(now) {
+                    log::warn!("all workers busy and the queue is full: answering 503");
+                }
+                self.reject(i, 503, "the server is busy; try again", head_only, now);
+            }
+        }
+    }
+
+    /// Answers with an error of the layer's own and closes after it.
+    fn reject(&mut self, i: usize, status: u16, message: &str, head_only: bool, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        let resp = response::layer_error(status, message);
+        response::append(
+            &mut conn.out,
+            &resp,
+            Framing {
+                head_only,
+                ..Framing::CLOSE
+            },
+        );
+        conn.buf = Vec::new();
+        conn.stage = Stage::Writing(After::Close);
+        conn.deadline = now + self.timeouts.write;
+        self.drive_write(i, now);
+    }
+
+    /// Writes pending output, then moves on to the next request or to closing.
+    fn drive_write(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        let after = match conn.stage {
+            Stage::Writing(after) => after,
+            _ => return,
+        };
+        match conn.flush() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => return self.table.remove(i),
+        }
+        if after == After::KeepAlive && self.drain_deadline.is_none() {
+            conn.stage = Stage::Reading(Phase::Idle);
+            conn.deadline = now + self.timeouts.keepalive;
+            // Pipelined bytes may be buffered already, and readiness may have fired
+            // while a worker held the connection: look now.
+            self.drive_read(i, now);
+        } else {
+            let mut deadline = now + self.timeouts.linger;
+            if let Some(drain) = self.drain_deadline {
+                deadline = deadline.min(drain);
+            }
+            conn.start_linger(deadline);
+            if conn.discard_input(&mut self.scratch).is_err() {
+                self.table.remove(i);
+            }
+        }
+    }
+
+    /// Takes back connections whose response a worker wrote, in whole or in part.
+    fn take_returned(&mut self, now: Instant) {
+        while let Ok(Returned {
+            token: Token(i),
+            mut conn,
+            broken,
+        }) = self.returned.try_recv()
+        {
+            if broken {
+                self.table.remove(i);
+                continue;
+            }
+            conn.deadline = now + self.timeouts.write;
+            self.table.give_back(i, conn);
+            self.drive_write(i, now);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        self.accept_more = false;
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.starved {
+                        self.starved = false;
+                        log::info!("accepting connections again");
+                    }
+                    if self.table.live >= self.max_connections {
+                        self.refuse(stream, now);
+                        continue;
+                    }
+                    // Responses leave in one write; Nagle would only delay them.
+                    let _ = stream.set_nodelay(true);
+                    let conn = Conn::new(stream, peer, now + self.timeouts.header);
+                    let i = self.table.insert(conn);
+                    let registered = match self.table.get(i) {
+                        Some(conn) => self.poll.registry().register(
+                            &mut conn.stream,
+                            Token(i),
+                            Interest::READABLE | Interest::WRITABLE,
+                        ),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = registered {
+                        log::warn!("cannot watch a new connection from {peer}: {e}");
+                        self.table.remove(i);
+                    }
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    // The client gave up before we got to it, or a signal: neither
+                    // concerns the listener.
+                    io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::PermissionDenied => continue,
+                    _ => {
+                        // Out of descriptors or memory (or anything unexpected): the
+                        // pending connections stay in the backlog; pause, so closing
+                        // connections can free resources, then try again.
+                        if !self.starved {
+                            self.starved = true;
+                            let why = if is_exhaustion(&e) {
+                                "out of file descriptors or memory"
+                            } else {
+                                "unexpected error"
+                            };
+                            log::warn!("accept failed ({why}: {e}); pausing new connections");
+                        }
+                        self.accept_resume = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
+            }
+        }
+        self.accept_more = true;
+    }
+
+    /// Over the connection cap: a fast canned 503 and close, never a silent hang.
+    fn refuse(&mut self, mut stream: TcpStream, now: Instant) {
+        if self.should_log_refusal(now) {
+            log::warn!(
+                "connection cap of {} reached: answering 503",
+                self.max_connections
+            );
+        }
+        // Whatever the client sent already is read, so closing does not reset the
+        // connection before it sees the answer.
+        let _ = stream.read(&mut self.scratch);
+        let mut out = Vec::new();
+        let resp = response::layer_error(503, "the server has too many connections; try again");
+        response::append(&mut out, &resp, Framing::CLOSE);
+        // Non-blocking: a fresh socket's buffer takes these few hundred bytes at once,
+        // and if it does not, this client is not worth waiting for.
+        let _ = stream.write(&out);
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+
+    fn should_log_refusal(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_refusal_log
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
+        if due {
+            self.last_refusal_log = Some(now);
+        }
+        due
+    }
+
+    /// Stops accepting and closes every connection that has no request in flight.
+    fn begin_drain(&mut self, now: Instant) {
+        self.drain_deadline = Some(now + self.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_more = false;
+        self.accept_resume = None;
+        for i in 0..self.table.slots.len() {
+            let idle = self.table.get(i).is_some_and(|c| {
+                matches!(
+                    c.stage,
+                    Stage::Fresh | Stage::Reading(Phase::Idle | Phase::Head)
+                )
+            });
+            if idle {
+                self.table.remove(i);
+            }
+        }
+    }
+
+    /// Acts on every deadline that has passed and finds the next one.
+    fn sweep(&mut self, now: Instant) {
+        // Any deadline set after this sweep is at least the shortest timeout away.
+        let mut next = now + self.timeouts.shortest();
+        for i in 0..self.table.slots.len() {
+            if self.table.get(i).is_some_and(|c| c.deadline <= now) {
+                self.expire(i, now);
+            }
+            if let Some(conn) = self.table.get(i) {
+                next = next.min(conn.deadline);
+            }
+        }
+        self.next_sweep = next.max(now + self.sweep_gap);
+    }
+
+    fn expire(&mut self, i: usize, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        match conn.stage {
+            // Nothing asked, nothing to answer.
+            Stage::Fresh | Stage::Reading(Phase::Idle) => self.table.remove(i),
+            Stage::Reading(Phase::Head) => {
+                self.reject(
+                    i,
+                    408,
+                    "the request head took too long to arrive",
+                    false,
+                    now,
+                );
+            }
+            Stage::Reading(Phase::Body) => {
+                let head_only = conn.reader.pending_method() == Some(&Method::Head);
+                self.reject(
+                    i,
+                    408,
+                    "the request body took too long to arrive",
+                    head_only,
+                    now,
+                );
+            }
+            // A client that does not read its response, or will not stop sending.
+            Stage::Writing(_) | Stage::Lingering => self.table.remove(i),
+        }
+    }
+}
+
+/// EMFILE, ENFILE, ENOBUFS or ENOMEM: the kind of accept failure that clears up by itself.
+fn is_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(e).is_some_and(|errno| {
+        [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM].contains(&errno)
+    })
+}

@@ -1,0 +1,162 @@
+//! The worker pool: threads that take complete requests off a bounded queue, run the
+//! handler, write the response, and hand the connection back to the reactor.
+//!
+//! A worker never reads from a client, and writes only what the socket takes at once; a
+//! slow reader's remaining bytes go back to the reactor, so no client can hold a worker.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mio::{Token, Waker};
+
+use crate::http::{Handler, Request, Response, request_id};
+
+use super::Stopper;
+use super::conn::{After, Conn, Stage};
+use super::reader::Ready;
+use super::response::{self, Framing};
+
+/// A complete request and the connection it came on.
+pub(crate) struct Job {
+    pub token: Token,
+    pub conn: Conn,
+    pub ready: Box<Ready>,
+}
+
+/// A connection coming back to the reactor, its response written or under way.
+pub(crate) struct Returned {
+    pub token: Token,
+    pub conn: Conn,
+    /// The socket failed while writing: close it without further ado.
+    pub broken: bool,
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub jobs: Mutex<Receiver<Job>>,
+    pub waker: Arc<Waker>,
+    pub handler: Arc<dyn Handler>,
+    /// Once a graceful stop began, every response closes its connection.
+    pub stopper: Stopper,
+}
+
+/// The body of one worker thread; returns when the reactor drops the job queue.
+pub(crate) fn run(shared: &Shared, back: &Sender<Returned>) {
+    loop {
+        // Holding the lock while blocked is the point: one idle worker waits in `recv`,
+        // the rest wait for the lock, and each job goes to exactly one of them.
+        let job = shared
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        let Ok(Job {
+            token,
+            mut conn,
+            ready,
+        }) = job
+        else {
+            return;
+        };
+        let broken = serve(shared, &mut conn, *ready);
+        if back
+            .send(Returned {
+                token,
+                conn,
+                broken,
+            })
+            .is_ok()
+        {
+            // A failed wake means the reactor is gone; the send above then failed too.
+            let _ = shared.waker.wake();
+        }
+    }
+}
+
+/// Runs the handler and writes as much of the response as the socket takes now.
+/// Returns true when the socket failed.
+fn serve(shared: &Shared, conn: &mut Conn, ready: Ready) -> bool {
+    let Ready {
+        request,
+        keep_alive,
+        announce_keep_alive,
+        head_only,
+    } = ready;
+    let resp = call_handler(shared.handler.as_ref(), request);
+    let close = !keep_alive || shared.stopper.is_stopped();
+    let framing = Framing {
+        head_only,
+        close,
+        announce_keep_alive: announce_keep_alive && !close,
+    };
+    response::append(&mut conn.out, &resp, framing);
+    let after = if close {
+        After::Close
+    } else {
+        After::KeepAlive
+    };
+    conn.stage = Stage::Writing(after);
+    conn.flush().is_err()
+}
+
+/// The handler's response, or a 500 if it panicked or answered with a status that
+/// cannot be a final response.
+pub(crate) fn call_handler(handler: &dyn Handler, request: Request) -> Response {
+    let what = format!("{} {}", request.method, request.path);
+    let id = request.header("x-request-id").map(str::to_owned);
+    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+        Ok(resp) if (200..=599).contains(&resp.status) => resp,
+        Ok(resp) => {
+            log::error!(
+                "handler answered {what} with status {}, which is not a final status",
+                resp.status
+            );
+            internal_error(id.as_deref())
+        }
+        Err(_) => {
+            // The panic message itself went to stderr through the panic hook.
+            log::error!("handler panicked on {what}");
+            internal_error(id.as_deref())
+        }
+    }
+}
+
+fn internal_error(client_id: Option<&str>) -> Response {
+    Response::error(500, "internal server error")
+        .with_header("X-Request-Id", request_id::from_header(client_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Method;
+
+    #[test]
+    fn handler_answer_is_500_when_the_handler_panics() {
+        let handler = |_: Request| -> Response { panic!("boom") };
+        let req = Request::new(Method::Get, "/").with_header("X-Request-Id", "abc");
+        let resp = call_handler(&handler, req);
+        assert_eq!(resp.status, 500);
+        assert_eq!(resp.body, br#"{"error":"internal server error"}"#);
+        assert_eq!(resp.header("x-request-id"), Some("abc"));
+    }
+
+    #[test]
+    fn handler_answer_is_500_when_the_status_is_not_final() {
+        let handler = |_: Request| Response::new(101);
+        assert_eq!(
+            call_handler(&handler, Request::new(Method::Get, "/")).status,
+            500
+        );
+    }
+
+    #[test]
+    fn handler_answer_is_kept_when_it_is_valid() {
+        let handler = |_: Request| Response::new(204);
+        assert_eq!(
+            call_handler(&handler, Request::new(Method::Get, "/")).status,
+            204
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! Helpers for the connection-layer tests: a server on `127.0.0.1:0` running on its own
+//! thread, a raw-socket client that reads responses by hand, and the dummy handlers.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use user_api::http::server::{Server, ServerConfig, Stopper};
+use user_api::http::{Body, Handler, Request, Response};
+
+/// Longest any single read in a test may block before the test fails.
+pub const READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// A config with short timeouts, so timeout tests run in well under a second.
+pub fn quick_config() -> ServerConfig {
+    ServerConfig {
+        workers: 2,
+        max_body_bytes: 1024,
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(500),
+        max_header_bytes: 1024,
+        max_headers: 16,
+        shutdown_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// A running server; stopped (and its thread joined) on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stopper: Stopper,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start(config: ServerConfig, handler: impl Handler) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let server = Server::new(listener, config, Arc::new(handler)).expect("server");
+        let addr = server.local_addr();
+        let stopper = server.stopper();
+        let thread = thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            stopper,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn echo() -> TestServer {
+        TestServer::start(quick_config(), echo)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Stops the server and waits for `run` to return, failing if it takes longer than
+    /// `limit`.
+    pub fn stop_within(mut self, limit: Duration) -> io::Result<()> {
+        self.stopper.stop();
+        join_within(self.thread.take().expect("running"), limit)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stopper.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Joins a thread, failing the test if it has not finished within `limit`.
+pub fn join_within<T: Send + 'static>(thread: JoinHandle<T>, limit: Duration) -> T {
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let out = thread.join();
+        let _ = tx.send(());
+        out
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("thread did not finish within {limit:?}"));
+    match waiter.join() {
+        Ok(Ok(v)) => v,
+        _ => panic!("thread panicked"),
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts this is one of the layer's own errors: JSON body, request id, close.
+    pub fn assert_layer_error(&self, status: u16) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert!(self.header("x-request-id").is_some(), "{self:?}");
+        assert_eq!(self.header("connection"), Some("close"), "{self:?}");
+        assert!(self.json()["error"].is_string(), "{self:?}");
+    }
+}
+
+/// A raw HTTP/1.1 client over one `TcpStream`, keeping bytes read past a response for
+/// the next one (pipelining).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(READ_LIMIT)).expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("write");
+    }
+
+    /// Reads one response whose body is framed by `Content-Length`.
+    pub fn response(&mut self) -> Resp {
+        self.try_response(false).expect("response")
+    }
+
+    /// Reads one response to a HEAD request: its `Content-Length` sends no body.
+    pub fn head_response(&mut self) -> Resp {
+        self.try_response(true).expect("response")
+    }
+
+    pub fn try_response(&mut self, head_only: bool) -> io::Result<Resp> {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line:?}");
+        let status: u16 = status_line[9..12].parse().expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header line");
+                (n.to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let len = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse::<usize>().expect("length"));
+        let len = if head_only || status < 200 { 0 } else { len };
+        while self.buf.len() < len {
+            self.fill()?;
+        }
+        let body = self.buf.drain(..len).collect();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Asserts the server closes the connection with nothing more to say.
+    pub fn assert_closed(&mut self) {
+        assert!(self.buf.is_empty(), "unexpected bytes: {:?}", self.buf);
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Ok(_) => panic!("expected the connection to close, got {:?}", byte),
+            Err(e) => panic!("expected the connection to close, got {e}"),
+        }
+    }
+
+    /// How long until the server closes the connection, failing if it sends anything.
+    pub fn time_until_closed(&mut self) -> Duration {
+        let start = Instant::now();
+        self.assert_closed();
+        start.elapsed()
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk)? {
+            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+            n => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The dummy application: echoes the request as JSON. `/slow` sleeps first, `/panic`
+/// panics, `/empty` answers 204.
+pub fn echo(req: Request) -> Response {
+    match req.path.as_str() {
+        "/slow" => thread::sleep(Duration::from_millis(200)),
+        "/panic" => panic!("the test handler panics on purpose"),
+        "/empty" => return Response::new(204),
+        _ => {}
+    }
+    Response::json_bytes(200, describe(&req).to_string().into_bytes())
+        .with_header("X-Handler", "echo")
+}
+
+pub fn describe(req: &Request) -> Value {
+    let (body, too_large) = match &req.body {
+        Body::Complete(b) => (String::from_utf8_lossy(b).into_owned(), false),
+        Body::TooLarge => (String::new(), true),
+    };
+    json!({
+        "method": req.method.as_str(),
+        "path": req.path,
+        "query": req.query,
+        "headers": req.headers,
+        "body": body,
+        "too_large": too_large,
+        "peer": req.peer.map(|p| p.to_string()),
+    })
+}
+
+/// A handler that blocks on `/gate` until the test lets it go, reporting each entry.
+pub struct Gate {
+    pub entered: Receiver<()>,
+    release: Sender<()>,
+}
+
+impl Gate {
+    pub fn handler() -> (Gate, impl Handler) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let entered_tx = Mutex::new(entered_tx);
+        let release_rx = Mutex::new(release_rx);
+        let handler = move |req: Request| -> Response {
+            if req.path == "/gate" {
+                let _ = entered_tx.lock().map(|tx| tx.send(()));
+                let _ = release_rx.lock().map(|rx| rx.recv_timeout(READ_LIMIT));
+            }
+            echo(req)
+        };
+        (Gate { entered, release }, handler)
+    }
+
+    /// Waits until a request is inside the handler.
+    pub fn wait_entered(&self) {
+        self.entered
+            .recv_timeout(READ_LIMIT)
+            .expect("a request entered the handler");
+    }
+
+    /// Lets one blocked request go.
+    pub fn release_one(&self) {
+        self.release.send(()).expect("gate open");
+    }
+}
