@@ -9,7 +9,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::db::{self, Db};
-use crate::http::server::{Server, Stopper};
+use crate::http::server::{self, Server, Stopper};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::routes::Ctx;
@@ -98,6 +98,12 @@ impl App {
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
         };
+        // Each connection is a descriptor: take all the kernel allows us, so that
+        // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.
+        match server::raise_nofile_limit() {
+            Ok(n) => info!("open file limit: {n}"),
+            Err(e) => warn!("could not raise the open file limit: {e}"),
+        }
         let server = Server::new(listener, config.server.clone(), Arc::new(service))
             .map_err(StartupError::Io)?;
         info!(
@@ -105,6 +111,12 @@ impl App {
             server.local_addr(),
             config.server.workers,
             config.db.pool_size
+        );
+        info!(
+            "limits: {} connections, {} queued requests, bodies up to {} bytes",
+            server.config().max_connections,
+            server.config().queue_depth,
+            server.config().max_body_bytes
         );
         Ok(App { server })
     }
