@@ -80,6 +80,14 @@ impl App {
             }
         };
         let db = Db::new(&config.db);
+        // Serve only once a pooled connection is open, so the first requests after
+        // start-up don't race the pool's background connects into a 503.
+        if let Err(e) = db.ping() {
+            warn!(
+                "no pooled database connection yet ({}); serving anyway",
+                e.chain()
+            );
+        }
         if config.api_token.is_none() {
             warn!(
                 "API_TOKEN is not set: the /user and /users routes are open to anyone who can connect"

@@ -21,7 +21,10 @@ pub(crate) fn append_now(out: &mut Vec<u8>) {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != secs {
-            *cache = (secs, clock::http_date(UNIX_EPOCH + Duration::from_secs(secs)));
+            *cache = (
+                secs,
+                clock::http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+            );
         }
         out.extend_from_slice(cache.1.as_bytes());
     });
@@ -38,6 +41,9 @@ mod tests {
         append_now(&mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.len(), 58, "{text}");
-        assert!(text.ends_with(" GMT") && text[..29].ends_with(" GMT"), "{text}");
+        assert!(
+            text.ends_with(" GMT") && text[..29].ends_with(" GMT"),
+            "{text}"
+        );
     }
 }
