@@ -4,10 +4,30 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2026-11-30T12:00:00.123456Z`.
+///
+/// Written digit by digit: every user in every response carries two of these, and the
+/// formatting machinery cost more than the rest of the serialisation together.
 pub fn rfc3339_micros(t: SystemTime) -> String {
     let (secs, micros) = split(t);
     let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}Z")
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    // Years outside 0..=9999 don't occur in a users table; keep the fixed layout anyway.
+    digits(&mut out[0..4], y.rem_euclid(10_000) as u32);
+    digits(&mut out[5..7], mo);
+    digits(&mut out[8..10], d);
+    digits(&mut out[11..13], h);
+    digits(&mut out[14..16], mi);
+    digits(&mut out[17..19], s);
+    digits(&mut out[20..26], micros);
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Writes `n` in decimal, zero-padded to the width of `out`.
+fn digits(out: &mut [u8], mut n: u32) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// `Mon, 30 Nov 2026 12:00:00 GMT` (RFC 9110's IMF-fixdate).

@@ -9,11 +9,50 @@ use postgres::{Client, Row};
 
 use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch};
 
-const COLUMNS: &str = "id, first_name, last_name, email, created_at, updated_at";
+/// The columns `row_to_user` reads, in its order. A macro so that every statement is
+/// one `&'static str` built at compile time.
+macro_rules! columns {
+    () => {
+        "id, first_name, last_name, email, created_at, updated_at"
+    };
+}
 
 /// `updated_at` must move on every change, even two within one microsecond.
-const TOUCH: &str =
-    "updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')";
+macro_rules! touch {
+    () => {
+        "updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO users (first_name, last_name, email) VALUES ($1, $2, $3) RETURNING ",
+    columns!()
+);
+const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+const REPLACE: &str = concat!(
+    "UPDATE users SET first_name = $2, last_name = $3, email = $4, ",
+    touch!(),
+    " WHERE id = $1 RETURNING ",
+    columns!()
+);
+const PATCH: &str = concat!(
+    "UPDATE users SET first_name = coalesce($2, first_name), ",
+    "last_name = coalesce($3, last_name), email = CASE WHEN $4 THEN $5 ELSE email END, ",
+    touch!(),
+    " WHERE id = $1 RETURNING ",
+    columns!()
+);
+const DELETE: &str = "DELETE FROM users WHERE id = $1 RETURNING id";
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
+);
+const LIST_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE lower(email) = lower($4) AND id > $1 ORDER BY id LIMIT $2 OFFSET $3"
+);
 
 fn row_to_user(row: &Row) -> Result<User, postgres::Error> {
     Ok(User {
@@ -31,12 +70,9 @@ fn one(rows: Vec<Row>) -> Result<Option<User>, postgres::Error> {
 }
 
 pub fn insert(c: &mut Client, u: &NewUser) -> Result<User, postgres::Error> {
-    let sql = format!(
-        "INSERT INTO users (first_name, last_name, email) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
-    );
     let email = u.email.as_ref().map(AsRef::as_ref);
     let row = c.query_typed_one(
-        &sql,
+        INSERT,
         &[
             (&u.first_name.as_ref(), Type::TEXT),
             (&u.last_name.as_ref(), Type::TEXT),
@@ -47,18 +83,13 @@ pub fn insert(c: &mut Client, u: &NewUser) -> Result<User, postgres::Error> {
 }
 
 pub fn get(c: &mut Client, id: UserId) -> Result<Option<User>, postgres::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-    one(c.query_typed(&sql, &[(&id.get(), Type::INT8)])?)
+    one(c.query_typed(SELECT_ONE, &[(&id.get(), Type::INT8)])?)
 }
 
 pub fn replace(c: &mut Client, id: UserId, u: &NewUser) -> Result<Option<User>, postgres::Error> {
-    let sql = format!(
-        "UPDATE users SET first_name = $2, last_name = $3, email = $4, {TOUCH} \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    );
     let email = u.email.as_ref().map(AsRef::as_ref);
     one(c.query_typed(
-        &sql,
+        REPLACE,
         &[
             (&id.get(), Type::INT8),
             (&u.first_name.as_ref(), Type::TEXT),
@@ -74,17 +105,11 @@ pub fn patch(c: &mut Client, id: UserId, p: &UserPatch) -> Result<Option<User>, 
     if p.is_empty() {
         return get(c, id);
     }
-    let sql = format!(
-        "UPDATE users SET first_name = coalesce($2, first_name), \
-         last_name = coalesce($3, last_name), \
-         email = CASE WHEN $4 THEN $5 ELSE email END, {TOUCH} \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    );
     let first = p.first_name.as_ref().map(AsRef::as_ref);
     let last = p.last_name.as_ref().map(AsRef::as_ref);
     let email = p.email.as_ref().and_then(|e| e.as_ref().map(AsRef::as_ref));
     one(c.query_typed(
-        &sql,
+        PATCH,
         &[
             (&id.get(), Type::INT8),
             (&first, Type::TEXT),
@@ -97,10 +122,7 @@ pub fn patch(c: &mut Client, id: UserId, p: &UserPatch) -> Result<Option<User>, 
 
 /// Whether a user was deleted.
 pub fn delete(c: &mut Client, id: UserId) -> Result<bool, postgres::Error> {
-    let rows = c.query_typed(
-        "DELETE FROM users WHERE id = $1 RETURNING id",
-        &[(&id.get(), Type::INT8)],
-    )?;
+    let rows = c.query_typed(DELETE, &[(&id.get(), Type::INT8)])?;
     Ok(!rows.is_empty())
 }
 
@@ -110,7 +132,7 @@ pub fn list(c: &mut Client, q: &ListQuery) -> Result<Vec<User>, postgres::Error>
     let after = q.after_id.map_or(0, UserId::get);
     let rows = match &q.email {
         None => c.query_typed(
-            &format!("SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"),
+            LIST,
             &[
                 (&after, Type::INT8),
                 (&q.limit, Type::INT8),
@@ -118,10 +140,7 @@ pub fn list(c: &mut Client, q: &ListQuery) -> Result<Vec<User>, postgres::Error>
             ],
         )?,
         Some(email) => c.query_typed(
-            &format!(
-                "SELECT {COLUMNS} FROM users WHERE lower(email) = lower($4) AND id > $1 \
-                 ORDER BY id LIMIT $2 OFFSET $3"
-            ),
+            LIST_BY_EMAIL,
             &[
                 (&after, Type::INT8),
                 (&q.limit, Type::INT8),

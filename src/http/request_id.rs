@@ -33,7 +33,11 @@ pub fn fresh() -> String {
         splitmix64(nanos ^ (u64::from(std::process::id()) << 32))
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}", splitmix64(seed.wrapping_add(n)))
+    let v = splitmix64(seed.wrapping_add(n));
+    (0..16)
+        .rev()
+        .map(|i| char::from(b"0123456789abcdef"[(v >> (i * 4)) as usize & 0xf]))
+        .collect()
 }
 
 /// A bijective mixer, so distinct counters give distinct ids.
@@ -60,6 +64,17 @@ mod tests {
             assert_ne!(id, bad);
             assert!(is_sane(&id));
         }
+    }
+
+    #[test]
+    fn fresh_ids_are_16_lowercase_hex_digits() {
+        let id = fresh();
+        assert_eq!(id.len(), 16);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{id}"
+        );
     }
 
     #[test]
