@@ -58,6 +58,11 @@ pub(crate) struct Conn {
     pub deadline: Instant,
     /// Bytes discarded so far while lingering.
     lingered: usize,
+    /// Readiness may have been reported that nobody read on (it came while the
+    /// connection was away at a worker or busy writing): read before waiting again.
+    pub maybe_readable: bool,
+    /// Registered for writability too, because output is waiting on the socket.
+    pub wants_writable: bool,
 }
 
 impl Conn {
@@ -72,24 +77,26 @@ impl Conn {
             stage: Stage::Fresh,
             deadline,
             lingered: 0,
+            maybe_readable: true,
+            wants_writable: false,
         }
     }
 
-    /// One read into `scratch`, appended to `buf`. `Ok(false)` when the socket would
-    /// block, `Err(Gone)` on EOF or error.
+    /// One read into `scratch`, appended to `buf`: `Ok(Some(n))` for `n` bytes,
+    /// `Ok(None)` when the socket would block, `Err(Gone)` on EOF or error.
     ///
     /// One scratch buffer serves every connection; `buf` grows only by what actually
     /// arrived, which keeps idle and slow connections small.
-    pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> Result<bool, Gone> {
+    pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> Result<Option<usize>, Gone> {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Err(Gone),
                 Ok(n) => {
                     self.buf.extend_from_slice(&scratch[..n]);
-                    return Ok(true);
+                    return Ok(Some(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(_) => return Err(Gone),
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{After, Conn, Stage};
+use super::conn::{After, Conn, Gone, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
@@ -73,7 +73,10 @@ enum Slot {
     },
     Here(Conn),
     /// At a worker; the slot (and so the token) stays reserved until it comes back.
-    Away,
+    /// `readable`: readiness was reported meanwhile.
+    Away {
+        readable: bool,
+    },
 }
 
 /// Connections by token, with a free list so tokens are reused.
@@ -114,17 +117,29 @@ impl Table {
     /// Hands a connection out, keeping its slot.
     fn lend(&mut self, i: usize) -> Option<Conn> {
         match self.slots.get_mut(i) {
-            Some(slot @ Slot::Here(_)) => match std::mem::replace(slot, Slot::Away) {
-                Slot::Here(conn) => Some(conn),
-                _ => None,
-            },
+            Some(slot @ Slot::Here(_)) => {
+                match std::mem::replace(slot, Slot::Away { readable: false }) {
+                    Slot::Here(conn) => Some(conn),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
 
-    fn give_back(&mut self, i: usize, conn: Conn) {
-        if let Some(slot @ Slot::Away) = self.slots.get_mut(i) {
+    fn give_back(&mut self, i: usize, mut conn: Conn) {
+        if let Some(slot @ Slot::Away { .. }) = self.slots.get_mut(i) {
+            if let Slot::Away { readable: true } = slot {
+                conn.maybe_readable = true;
+            }
             *slot = Slot::Here(conn);
+        }
+    }
+
+    /// Notes readiness reported for a connection that is away at a worker.
+    fn mark_away_readable(&mut self, i: usize) {
+        if let Some(Slot::Away { readable }) = self.slots.get_mut(i) {
+            *readable = true;
         }
     }
 
@@ -275,11 +290,15 @@ impl Reactor {
     /// Does whatever the connection's stage calls for.
     fn drive(&mut self, i: usize, now: Instant) {
         let Some(conn) = self.table.get(i) else {
-            return;
+            return self.table.mark_away_readable(i);
         };
         match conn.stage {
             Stage::Fresh | Stage::Reading(_) => self.drive_read(i, now),
-            Stage::Writing(_) => self.drive_write(i, now),
+            Stage::Writing(_) => {
+                // The event may be input (a pipelined request): remember to look.
+                conn.maybe_readable = true;
+                self.drive_write(i, now);
+            }
             Stage::Lingering => {
                 if conn.discard_input(&mut self.scratch).is_err() {
                     self.table.remove(i);
@@ -291,16 +310,20 @@ impl Reactor {
     /// Parses what is buffered and reads more, until a request is complete, the client
     /// has nothing more for now, or the connection ends.
     fn drive_read(&mut self, i: usize, now: Instant) {
+        // A read shorter than the scratch buffer emptied the socket: readiness is edge
+        // triggered, so new input will be reported, and reading again now would only
+        // meet EAGAIN.
+        let mut drained = false;
         loop {
+            // An interim `100 Continue` still partly unsent goes out before anything else.
+            match self.flush(i) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(Gone) => return self.table.remove(i),
+            }
             let Some(conn) = self.table.get(i) else {
                 return;
             };
-            // An interim `100 Continue` still partly unsent goes out before anything else.
-            match conn.flush() {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => return self.table.remove(i),
-            }
             match conn.reader.advance(&mut conn.buf, &self.limits) {
                 Step::NeedMore => {}
                 Step::SendContinue => {
@@ -321,12 +344,46 @@ impl Reactor {
             let Some(conn) = self.table.get(i) else {
                 return;
             };
+            if drained {
+                conn.maybe_readable = false;
+                return conn.trim();
+            }
             match conn.read_once(&mut self.scratch) {
-                Ok(true) => {}
-                Ok(false) => return conn.trim(),
+                Ok(Some(n)) => drained = n < self.scratch.len(),
+                Ok(None) => {
+                    conn.maybe_readable = false;
+                    return conn.trim();
+                }
                 Err(_) => return self.table.remove(i),
             }
         }
+    }
+
+    /// Writes what the connection has pending, asking for writability while the socket
+    /// is full and no longer once it has drained: a connection registered for it all
+    /// its life would wake the reactor after every response for nothing.
+    fn flush(&mut self, i: usize) -> Result<bool, Gone> {
+        let Some(conn) = self.table.get(i) else {
+            return Err(Gone);
+        };
+        let done = conn.flush()?;
+        if done == conn.wants_writable {
+            let interest = if done {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(i), interest)
+                .is_err()
+            {
+                return Err(Gone);
+            }
+            conn.wants_writable = !done;
+        }
+        Ok(done)
     }
 
     /// Moves a reading connection to `phase`, starting that phase's deadline if it is
@@ -403,17 +460,25 @@ impl Reactor {
             Stage::Writing(after) => after,
             _ => return,
         };
-        match conn.flush() {
+        match self.flush(i) {
             Ok(true) => {}
             Ok(false) => return,
-            Err(_) => return self.table.remove(i),
+            Err(Gone) => return self.table.remove(i),
         }
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
         if after == After::KeepAlive && self.drain_deadline.is_none() {
             conn.stage = Stage::Reading(Phase::Idle);
             conn.deadline = now + self.timeouts.keepalive;
-            // Pipelined bytes may be buffered already, and readiness may have fired
-            // while a worker held the connection: look now.
-            self.drive_read(i, now);
+            // Pipelined bytes may be buffered already, or readiness may have been
+            // reported while a worker held the connection: then look now. Otherwise
+            // the next request will be reported, and a read now would only see EAGAIN.
+            if conn.maybe_readable || !conn.buf.is_empty() {
+                self.drive_read(i, now);
+            } else {
+                conn.trim();
+            }
         } else {
             let mut deadline = now + self.timeouts.linger;
             if let Some(drain) = self.drain_deadline {
@@ -468,7 +533,7 @@ impl Reactor {
                         Some(conn) => self.poll.registry().register(
                             &mut conn.stream,
                             Token(i),
-                            Interest::READABLE | Interest::WRITABLE,
+                            Interest::READABLE,
                         ),
                         None => Ok(()),
                     };
