@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::VARIABLES;
@@ -53,6 +54,17 @@ pub fn help() -> String {
         s.push_str(&format!("  {name:<24}{what} [default: {default}]\n"));
     }
     s
+}
+
+/// `user-api healthcheck`: prints one line; exit 0 when healthy, else 1.
+pub fn run_healthcheck(url: Option<&str>, bind: Option<&str>) -> ExitCode {
+    let (ok, line) = healthcheck(url, bind);
+    println!("{line}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs the health check and returns whether it passed, with one line to print.

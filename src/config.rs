@@ -71,7 +71,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "DB_STATEMENT_TIMEOUT_MS",
         "5000",
-        "server-side limit on one statement (0: none)",
+        "server-side limit on one statement (0: none, and no start-up option is sent)",
     ),
     (
         "BIND",
@@ -343,8 +343,12 @@ fn tune(pg: &mut postgres::Config, statement_timeout_ms: u64) {
         // Bounds how long a write may go unacknowledged when the network to the
         // database is cut, so such a request fails instead of hanging.
         .tcp_user_timeout(Duration::from_secs(10))
-        .keepalives_idle(Duration::from_secs(30))
-        .options(&format!("-c statement_timeout={statement_timeout_ms}"));
+        .keepalives_idle(Duration::from_secs(30));
+    // Sent as a start-up option, which PgBouncer refuses unless told to ignore it: with
+    // 0 nothing is sent, and a pooler can set the limit itself (`connect_query`).
+    if statement_timeout_ms > 0 {
+        pg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
+    }
 }
 
 /// The replica: `DATABASE_READ_URL`, or the primary's database, user and password at

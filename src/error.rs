@@ -89,14 +89,7 @@ impl ApiError {
 
     /// The error and its whole source chain, for the log line.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = self.source();
-        while let Some(e) = next {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            next = e.source();
-        }
-        out
+        chain(self)
     }
 }
 
@@ -129,6 +122,22 @@ impl StdError for ApiError {
             _ => None,
         }
     }
+}
+
+/// An error and its sources, `outer: inner: innermost`, for logs: the driver's
+/// `Display` alone is often just "db error", with the server's message in the source.
+pub fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let text = inner.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = inner.source();
+    }
+    out
 }
 
 impl From<postgres::Error> for ApiError {

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use user_api::cli::{self, Command};
-use user_api::{App, Config, shutdown, startup, telemetry};
+use user_api::http::server::Stopper;
+use user_api::startup::{self, StartupError};
+use user_api::{App, Config, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,43 +18,40 @@ fn main() -> ExitCode {
             return fail(2, &format!(".env: {e}"));
         }
     }
-    match command {
-        Command::Help => print!("{}", cli::help()),
-        Command::Version => println!("user-api {}", startup::VERSION),
-        Command::Healthcheck(url) => {
-            let (ok, line) =
-                cli::healthcheck(url.as_deref(), std::env::var("BIND").ok().as_deref());
-            println!("{line}");
-            return if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-        }
-        Command::Serve | Command::Migrate => {
-            let config = match Config::from_env() {
-                Ok(c) => c,
-                Err(e) => return fail(2, &format!("configuration error: {e}")),
-            };
-            if let Err(e) = telemetry::init(config.log_level, config.log_file.as_deref()) {
-                return fail(2, &format!("configuration error: LOG_FILE: {e}"));
-            }
-            let result = if command == Command::Migrate {
-                startup::migrate(&config).map(drop)
-            } else {
-                App::build(config).and_then(|app| {
-                    shutdown::spawn_signal_thread(app.stopper())
-                        .map_err(startup::StartupError::Io)?;
-                    app.run_until_stopped()
-                })
-            };
-            if let Err(e) = result {
-                // To stderr through the logger, and to LOG_FILE when there is one.
-                log::error!("{e}");
-                return ExitCode::FAILURE;
-            }
+    let bind = std::env::var("BIND").ok();
+    let config = match command {
+        Command::Help => return print(&cli::help()),
+        Command::Version => return print(&format!("user-api {}\n", startup::VERSION)),
+        Command::Healthcheck(url) => return cli::run_healthcheck(url.as_deref(), bind.as_deref()),
+        Command::Serve | Command::Migrate => match Config::from_env() {
+            Ok(c) => c,
+            Err(e) => return fail(2, &format!("configuration error: {e}")),
+        },
+    };
+    if let Err(e) = telemetry::init(config.log_level, config.log_file.as_deref()) {
+        return fail(2, &format!("configuration error: LOG_FILE: {e}"));
+    }
+    // Signals are handled from here on, so a SIGTERM also ends the wait for the database.
+    let stopper = Stopper::default();
+    if let Err(e) = shutdown::spawn_signal_thread(stopper.clone()) {
+        return fail(1, &format!("cannot install signal handlers: {e}"));
+    }
+    let result = match command {
+        Command::Migrate => startup::migrate(&config, &stopper).map(drop),
+        _ => App::build_with_stopper(config, stopper).and_then(App::run_until_stopped),
+    };
+    match result {
+        Ok(()) | Err(StartupError::Stopped) => ExitCode::SUCCESS,
+        Err(e) => {
+            // To stderr through the logger, and to LOG_FILE when there is one.
+            log::error!("{e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn print(text: &str) -> ExitCode {
+    print!("{text}");
     ExitCode::SUCCESS
 }
 

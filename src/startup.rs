@@ -8,7 +8,8 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::db::{self, Db};
+use crate::db::{self, Db, WaitError};
+use crate::error::chain;
 use crate::http::server::{self, Server, Stopper};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
@@ -24,23 +25,32 @@ pub enum StartupError {
     Database(postgres::Error),
     Bind(SocketAddr, std::io::Error),
     Io(std::io::Error),
+    /// A stop was asked for (SIGTERM, SIGINT) before the service was ready: not a
+    /// failure, and the process exits 0.
+    Stopped,
 }
 
 impl fmt::Display for StartupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartupError::Database(e) => write!(f, "database: {e}"),
+            StartupError::Database(e) => write!(f, "database: {}", chain(e)),
             StartupError::Bind(addr, e) => write!(f, "failed to bind to {addr}: {e}"),
             StartupError::Io(e) => write!(f, "{e}"),
+            StartupError::Stopped => f.write_str("stopped before start-up finished"),
         }
     }
 }
 
 impl std::error::Error for StartupError {}
 
-/// Waits for the database and applies the migrations; returns what it applied.
-pub fn migrate(config: &Config) -> Result<Vec<&'static str>, StartupError> {
-    let mut client = db::connect_with_retry(&config.db).map_err(StartupError::Database)?;
+/// Waits for the database and applies the migrations; returns what it applied. A stop
+/// asked for through `stopper` ends the wait.
+pub fn migrate(config: &Config, stopper: &Stopper) -> Result<Vec<&'static str>, StartupError> {
+    let mut client =
+        db::connect_with_retry(&config.db, || stopper.is_stopped()).map_err(|e| match e {
+            WaitError::Database(e) => StartupError::Database(e),
+            WaitError::Stopped => StartupError::Stopped,
+        })?;
     let version = client
         .simple_query("SHOW server_version")
         .ok()
@@ -71,8 +81,15 @@ pub struct App {
 
 impl App {
     pub fn build(config: Config) -> Result<App, StartupError> {
+        App::build_with_stopper(config, Stopper::default())
+    }
+
+    /// As [`App::build`], obeying `stopper` from the start: the signal handler is
+    /// installed before the (possibly long) wait for the database, so that a SIGTERM
+    /// then ends it at once instead of being ignored until SIGKILL.
+    pub fn build_with_stopper(config: Config, stopper: Stopper) -> Result<App, StartupError> {
         info!("user-api {VERSION} starting");
-        migrate(&config)?;
+        migrate(&config, &stopper)?;
         let listener = match systemd::inherited_listener() {
             Some(l) => l,
             None => {
@@ -113,6 +130,7 @@ impl App {
             Err(e) => warn!("could not raise the open file limit: {e}"),
         }
         let server = Server::new(listener, config.server.clone(), Arc::new(service))
+            .and_then(|s| s.with_stopper(stopper))
             .map_err(StartupError::Io)?;
         info!(
             "listening on {} with {} workers and a pool of {} connections",

@@ -780,6 +780,45 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_0() {
 }
 
 #[test]
+fn sigterm_while_waiting_for_the_database_exits_0_promptly() {
+    // Arrange: nothing listens on the database port, and the wait could last 60 s.
+    let sandbox = Sandbox::new();
+    let envs = [
+        ("DB_HOST", "127.0.0.1".to_owned()),
+        ("DB_PORT", free_port().to_string()),
+        ("DB_NAME", "x".to_owned()),
+        ("DB_USER", "x".to_owned()),
+        ("DB_PASSWORD", "x".to_owned()),
+        ("DB_CONNECT_TIMEOUT", "60".to_owned()),
+        ("BIND", format!("127.0.0.1:{}", free_port())),
+        ("LOG_LEVEL", "info".to_owned()),
+    ];
+    let mut child = sandbox.command("serve", &["serve"], &envs).spawn().unwrap();
+    let waiting = poll_until(Duration::from_secs(10), || {
+        sandbox
+            .read("serve", "stderr")
+            .contains("database not reachable")
+            .then_some(())
+    });
+    assert!(waiting.is_some(), "no retry logged: {}", sandbox.read("serve", "stderr"));
+
+    // Act
+    sigterm(&child);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(2));
+
+    // Assert: as PID 1 in a container, anything else is a SIGKILL after the grace period.
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM during the wait; stderr: {}",
+        sandbox.read("serve", "stderr")
+    );
+}
+
+#[test]
 fn sigterm_when_idle_exits_0_promptly() {
     let db = fresh_database();
     let mut server = ServerProcess::start(&[("DATABASE_URL", db.url.clone())]);

@@ -16,22 +16,46 @@ use r2d2::{ManageConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::config::DbConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, chain};
+
+/// Why waiting for the database ended without a connection.
+#[derive(Debug)]
+pub enum WaitError {
+    Database(postgres::Error),
+    /// `should_stop` said so (a signal arrived) before the database answered.
+    Stopped,
+}
 
 /// Connects once, retrying with back-off until `connect_timeout`. Errors that waiting
-/// cannot cure (a wrong password, a missing database) end it at once.
-pub fn connect_with_retry(cfg: &DbConfig) -> Result<Client, postgres::Error> {
+/// cannot cure (a wrong password, a missing database) end it at once, and so does
+/// `should_stop`, checked often, so that a SIGTERM is obeyed even before we serve.
+pub fn connect_with_retry(
+    cfg: &DbConfig,
+    should_stop: impl Fn() -> bool,
+) -> Result<Client, WaitError> {
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
         match cfg.pg.connect(NoTls) {
             Ok(client) => return Ok(client),
-            Err(e) if is_final(&e) || Instant::now() + delay > deadline => return Err(e),
+            Err(e) if is_final(&e) || Instant::now() + delay > deadline => {
+                return Err(WaitError::Database(e));
+            }
             Err(e) => {
+                let e = chain(&e);
                 warn!("database not reachable (attempt {attempt}): {e}; retrying in {delay:?}");
-                thread::sleep(delay);
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if should_stop() {
+                        return Err(WaitError::Stopped);
+                    }
+                    thread::sleep(Duration::from_millis(20).min(delay));
+                }
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
+        }
+        if should_stop() {
+            return Err(WaitError::Stopped);
         }
     }
     unreachable!("the loop returns")
@@ -257,6 +281,6 @@ struct WarnOnError;
 
 impl r2d2::HandleError<postgres::Error> for WarnOnError {
     fn handle_error(&self, e: postgres::Error) {
-        warn!("database connection failed: {e}");
+        warn!("database connection failed: {}", chain(&e));
     }
 }

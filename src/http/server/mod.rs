@@ -192,6 +192,19 @@ impl Server {
         self.stopper.clone()
     }
 
+    /// Uses `stopper` (made before the server, e.g. by a signal handler installed at
+    /// start-up) instead of the server's own. A stopper already stopped makes `run`
+    /// drain and return at once.
+    pub fn with_stopper(mut self, stopper: Stopper) -> io::Result<Server> {
+        stopper
+            .shared
+            .waker
+            .set(Arc::clone(&self.waker))
+            .map_err(|_| io::Error::other("this stopper already belongs to a server"))?;
+        self.stopper = stopper;
+        Ok(self)
+    }
+
     /// The configuration in force, after `max_connections` was fitted to the
     /// descriptor limit.
     pub fn config(&self) -> &ServerConfig {
