@@ -800,7 +800,11 @@ fn sigterm_while_waiting_for_the_database_exits_0_promptly() {
             .contains("database not reachable")
             .then_some(())
     });
-    assert!(waiting.is_some(), "no retry logged: {}", sandbox.read("serve", "stderr"));
+    assert!(
+        waiting.is_some(),
+        "no retry logged: {}",
+        sandbox.read("serve", "stderr")
+    );
 
     // Act
     sigterm(&child);
