@@ -143,17 +143,28 @@ pub fn chain(e: &(dyn StdError + 'static)) -> String {
 impl From<postgres::Error> for ApiError {
     fn from(e: postgres::Error) -> ApiError {
         use postgres::error::SqlState;
-        match e.code() {
-            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
-                ApiError::Conflict("that email belongs to another user")
+        let code = e.code().cloned();
+        match code {
+            // Only the email index makes a clash the client caused; any other unique
+            // violation (a primary key after a careless restore, say) is our fault.
+            Some(c) if c == SqlState::UNIQUE_VIOLATION => {
+                let constraint = e.as_db_error().and_then(|d| d.constraint());
+                if constraint == Some(EMAIL_INDEX) {
+                    ApiError::Conflict("that email belongs to another user")
+                } else {
+                    ApiError::Internal(Box::new(e))
+                }
             }
-            // The server is shutting down or refusing connections: a passing condition.
+            // The server is shutting down or refusing connections, or cancelled the
+            // statement (a timeout, or a replica's conflict with replay): passing
+            // conditions, worth a retry.
             Some(c)
-                if *c == SqlState::ADMIN_SHUTDOWN
-                    || *c == SqlState::CRASH_SHUTDOWN
-                    || *c == SqlState::CANNOT_CONNECT_NOW
-                    || *c == SqlState::TOO_MANY_CONNECTIONS
-                    || *c == SqlState::QUERY_CANCELED =>
+                if c == SqlState::ADMIN_SHUTDOWN
+                    || c == SqlState::CRASH_SHUTDOWN
+                    || c == SqlState::CANNOT_CONNECT_NOW
+                    || c == SqlState::TOO_MANY_CONNECTIONS
+                    || c == SqlState::QUERY_CANCELED
+                    || c == SqlState::T_R_SERIALIZATION_FAILURE =>
             {
                 ApiError::Unavailable(Box::new(e))
             }
@@ -167,6 +178,9 @@ impl From<postgres::Error> for ApiError {
         }
     }
 }
+
+/// The unique index on `lower(email)` (sql/0001_create_users.sql).
+const EMAIL_INDEX: &str = "users_email_lower_key";
 
 impl From<r2d2::Error> for ApiError {
     fn from(e: r2d2::Error) -> ApiError {

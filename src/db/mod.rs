@@ -86,7 +86,14 @@ pub struct Db {
     primary: PgPool,
     replica: Option<PgPool>,
     replica_fallbacks: AtomicU64,
+    /// Until when (ms since `epoch`) reads skip a replica that just failed, so that an
+    /// outage costs one pool timeout, not one per read.
+    replica_resting_until: AtomicU64,
+    epoch: Instant,
 }
+
+/// How long reads go straight to the primary after the replica failed one.
+const REPLICA_REST: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Builds the pools without waiting for connections: they are opened in the
@@ -96,6 +103,8 @@ impl Db {
             primary: PgPool::new(&cfg.pg, cfg),
             replica: cfg.read_pg.as_ref().map(|pg| PgPool::new(pg, cfg)),
             replica_fallbacks: AtomicU64::new(0),
+            replica_resting_until: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -107,10 +116,20 @@ impl Db {
         mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, ApiError> {
         if let (Access::Read, Some(replica)) = (access, &self.replica) {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            if now < self.replica_resting_until.load(Ordering::Relaxed) {
+                self.replica_fallbacks.fetch_add(1, Ordering::Relaxed);
+                return self.primary.run(access, op);
+            }
             match replica.run(Access::Read, &mut op) {
                 Err(ApiError::Unavailable(e)) => {
                     self.replica_fallbacks.fetch_add(1, Ordering::Relaxed);
-                    warn!("replica unavailable, reading from the primary: {e}");
+                    let until = now + REPLICA_REST.as_millis() as u64;
+                    self.replica_resting_until.store(until, Ordering::Relaxed);
+                    warn!(
+                        "replica unavailable, reading from the primary for {REPLICA_REST:?}: {}",
+                        chain(e.as_ref())
+                    );
                 }
                 other => return other,
             }

@@ -10,6 +10,7 @@ mod health;
 mod http;
 mod metrics;
 mod openapi;
+mod replica;
 mod seed;
 mod users_create;
 mod users_delete;

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod client;
 pub mod pg;
+pub mod replica;
 pub mod tempdir;
 
 pub use app::{TestApp, spawn_app, spawn_app_on, spawn_app_with};
