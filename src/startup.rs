@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use log::{info, warn};
+use postgres::Client;
 
 use crate::config::Config;
 use crate::db::{self, Db, WaitError};
@@ -46,11 +47,19 @@ impl std::error::Error for StartupError {}
 /// Waits for the database and applies the migrations; returns what it applied. A stop
 /// asked for through `stopper` ends the wait.
 pub fn migrate(config: &Config, stopper: &Stopper) -> Result<Vec<&'static str>, StartupError> {
-    let mut client =
-        db::connect_with_retry(&config.db, || stopper.is_stopped()).map_err(|e| match e {
-            WaitError::Database(e) => StartupError::Database(e),
-            WaitError::Stopped => StartupError::Stopped,
-        })?;
+    let mut client = wait_for_database(config, stopper)?;
+    apply_migrations(&mut client)
+}
+
+/// One connection, once the database answers (see [`db::connect_with_retry`]).
+fn wait_for_database(config: &Config, stopper: &Stopper) -> Result<Client, StartupError> {
+    db::connect_with_retry(&config.db, || stopper.is_stopped()).map_err(|e| match e {
+        WaitError::Database(e) => StartupError::Database(e),
+        WaitError::Stopped => StartupError::Stopped,
+    })
+}
+
+fn apply_migrations(client: &mut Client) -> Result<Vec<&'static str>, StartupError> {
     let version = client
         .simple_query("SHOW server_version")
         .ok()
@@ -62,7 +71,7 @@ pub fn migrate(config: &Config, stopper: &Stopper) -> Result<Vec<&'static str>, 
         })
         .unwrap_or_else(|| "unknown".into());
     info!("connected to PostgreSQL {version}");
-    let applied = db::migrate::run(&mut client).map_err(StartupError::Database)?;
+    let applied = db::migrate::run(client).map_err(StartupError::Database)?;
     if applied.is_empty() {
         info!(
             "schema up to date ({} migrations)",
@@ -89,14 +98,18 @@ impl App {
     /// then ends it at once instead of being ignored until SIGKILL.
     pub fn build_with_stopper(config: Config, stopper: Stopper) -> Result<App, StartupError> {
         info!("user-api {VERSION} starting");
-        migrate(&config, &stopper)?;
+        let mut client = wait_for_database(&config, &stopper)?;
+        // The database answers: the pool opens its connections in the background while
+        // the migrations run, rather than one handshake after another.
+        let db = Db::new(&config.db);
+        apply_migrations(&mut client)?;
+        drop(client);
         let listener = match systemd::inherited_listener() {
             Some(l) => l,
             None => {
                 TcpListener::bind(config.bind).map_err(|e| StartupError::Bind(config.bind, e))?
             }
         };
-        let db = Db::new(&config.db);
         // Serve only once a pooled connection is open, so the first requests after
         // start-up don't race the pool's background connects into a 503.
         if let Err(e) = db.ping() {
