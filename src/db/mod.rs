@@ -196,10 +196,11 @@ impl PgPool {
     }
 
     /// Runs `op` on a pooled connection. A connection failure marks every idle
-    /// connection suspect (they are pinged before their next use); the operation is
-    /// retried once on another connection when it cannot have taken effect: always for
-    /// reads, and for writes only when the server said it ended the session before
-    /// running anything.
+    /// connection suspect (they are pinged before their next use), and a read is retried
+    /// once on another connection. A write never is: the server's "terminating
+    /// connection" (57P01) can arrive in the same read as the statement's own results,
+    /// and the driver then reports it as the statement's error, so it does not prove the
+    /// write did not commit. The client gets a 503 and decides.
     fn run<T>(
         &self,
         access: Access,
@@ -210,8 +211,8 @@ impl PgPool {
             Err(e) if is_connection_failure(&e) => {
                 self.suspect.fetch_add(1, Ordering::Relaxed);
                 drop(conn);
-                if access == Access::Read || is_session_ended(&e) {
-                    info!("retrying on a fresh connection after: {e}");
+                if access == Access::Read {
+                    info!("retrying a read on a fresh connection after: {}", chain(&e));
                     let mut conn = self.checkout()?;
                     return op(&mut conn.client).map_err(ApiError::from);
                 }
