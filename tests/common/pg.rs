@@ -226,6 +226,22 @@ impl TestCluster {
         self.running.store(false, Ordering::SeqCst);
     }
 
+    /// Stops the server the way a crash would (immediate shutdown: every process quits
+    /// at once, no checkpoint; the next start runs crash recovery).
+    pub fn stop_immediate(&self) {
+        let out = pg_command(&binaries().pg_ctl)
+            .args(["stop", "-m", "immediate", "-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run pg_ctl stop -m immediate");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        self.running.store(false, Ordering::SeqCst);
+    }
+
     /// Starts the server again on the same port, with the same data.
     pub fn start_again(&self) {
         if let Err(e) = self.pg_ctl_start() {
