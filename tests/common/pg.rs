@@ -154,6 +154,21 @@ fn effective_uid() -> u32 {
 }
 
 /// A command for a PostgreSQL program, as the user that owns the clusters.
+/// `pg_ctl stop -m <mode>` on a cluster's data directory, as its owner; panics on failure.
+pub fn pg_ctl_stop(data_dir: &Path, mode: &str) {
+    let out = pg_command(&binaries().pg_ctl)
+        .args(["stop", "-m", mode, "-w", "-t", "60", "-D"])
+        .arg(data_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run pg_ctl stop -m {mode}: {e}"));
+    assert!(
+        out.status.success(),
+        "pg_ctl stop -m {mode} ({}) failed: {}",
+        data_dir.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
 fn pg_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     if let Some(o) = owner() {
@@ -213,32 +228,14 @@ impl TestCluster {
 
     /// Stops the server (fast shutdown: sessions are ended, nothing waits for them).
     pub fn stop(&self) {
-        let out = pg_command(&binaries().pg_ctl)
-            .args(["stop", "-m", "fast", "-w", "-t", "60", "-D"])
-            .arg(self.data_dir())
-            .output()
-            .expect("run pg_ctl stop");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        pg_ctl_stop(&self.data_dir(), "fast");
         self.running.store(false, Ordering::SeqCst);
     }
 
     /// Stops the server the way a crash would (immediate shutdown: every process quits
     /// at once, no checkpoint; the next start runs crash recovery).
     pub fn stop_immediate(&self) {
-        let out = pg_command(&binaries().pg_ctl)
-            .args(["stop", "-m", "immediate", "-w", "-t", "60", "-D"])
-            .arg(self.data_dir())
-            .output()
-            .expect("run pg_ctl stop -m immediate");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop -m immediate failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        pg_ctl_stop(&self.data_dir(), "immediate");
         self.running.store(false, Ordering::SeqCst);
     }
 

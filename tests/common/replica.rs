@@ -190,17 +190,7 @@ impl Replica {
 
     /// Stops the replica (fast shutdown).
     pub fn stop(&self) {
-        let out = self
-            .command("pg_ctl")
-            .args(["stop", "-m", "fast", "-w", "-t", "60", "-D"])
-            .arg(self.data_dir())
-            .output()
-            .expect("run pg_ctl stop");
-        assert!(
-            out.status.success(),
-            "pg_ctl stop (replica) failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        super::pg::pg_ctl_stop(&self.data_dir(), "fast");
         self.running.store(false, Ordering::SeqCst);
     }
 
