@@ -74,6 +74,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "server-side limit on one statement (0: none, and no start-up option is sent)",
     ),
     (
+        "DB_QUERY_TIMEOUT_MS",
+        "statement timeout + 500, or 5500",
+        "client-side limit on each exchange with the database, handshake included; \
+         past it the connection is dropped and the request gets a 503",
+    ),
+    (
         "BIND",
         "0.0.0.0:5000",
         "address and port to listen on (ignored under socket activation)",
@@ -213,12 +219,15 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug)]
 pub struct DbConfig {
     /// Connection settings; its `Debug` redacts the password.
-    pub pg: postgres::Config,
+    pub pg: tokio_postgres::Config,
     /// A streaming replica for reads, when one is configured.
-    pub read_pg: Option<postgres::Config>,
+    pub read_pg: Option<tokio_postgres::Config>,
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long we wait for any answer from the database before giving up on the
+    /// connection: what bounds a request when the database hangs.
+    pub query_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -284,7 +293,7 @@ impl Config {
 
 fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
     let mut pg = match env.get("DATABASE_URL") {
-        Some(url) => postgres::Config::from_str(&url).map_err(|_| {
+        Some(url) => tokio_postgres::Config::from_str(&url).map_err(|_| {
             // The parser's message may quote the URL, password included: say less.
             err(
                 "DATABASE_URL",
@@ -292,7 +301,7 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
             )
         })?,
         None => {
-            let mut pg = postgres::Config::new();
+            let mut pg = tokio_postgres::Config::new();
             let host = env.get("DB_HOST").unwrap_or_else(|| "localhost".into());
             pg.host(&host)
                 .port(env.parse_in("DB_PORT", 5432, 1..=65535)?)
@@ -318,18 +327,32 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
             1..=600_000,
         )?),
         connect_timeout: Duration::from_secs(env.parse_in("DB_CONNECT_TIMEOUT", 30, 0..=86_400)?),
+        query_timeout: Duration::from_millis(env.parse_in(
+            "DB_QUERY_TIMEOUT_MS",
+            query_timeout_default(statement_timeout),
+            1..=86_400_000,
+        )?),
     })
 }
 
+/// The server gets the first word: half a second past its own statement timeout, so a
+/// slow statement ends with its (clearer) error, and ours only when nothing answers.
+fn query_timeout_default(statement_timeout_ms: u64) -> u64 {
+    match statement_timeout_ms {
+        0 => 5_500,
+        ms => ms.saturating_add(500),
+    }
+}
+
 /// Settings every connection gets, to the primary and to a replica alike.
-fn tune(pg: &mut postgres::Config, statement_timeout_ms: u64) {
+fn tune(pg: &mut tokio_postgres::Config, statement_timeout_ms: u64) {
     // A literal IP skips the resolver thread tokio-postgres starts for every new
     // connection to a host name.
     let ips: Vec<_> = pg
         .get_hosts()
         .iter()
         .filter_map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.parse::<std::net::IpAddr>().ok(),
+            tokio_postgres::config::Host::Tcp(name) => name.parse::<std::net::IpAddr>().ok(),
             _ => None,
         })
         .collect();
@@ -347,7 +370,7 @@ fn tune(pg: &mut postgres::Config, statement_timeout_ms: u64) {
     // Sent as a start-up option, which PgBouncer refuses unless told to ignore it: with
     // 0 nothing is sent, and a pooler can set the limit itself (`connect_query`).
     if statement_timeout_ms > 0 {
-        pg.options(&format!("-c statement_timeout={statement_timeout_ms}"));
+        pg.options(format!("-c statement_timeout={statement_timeout_ms}"));
     }
 }
 
@@ -355,11 +378,11 @@ fn tune(pg: &mut postgres::Config, statement_timeout_ms: u64) {
 /// `DB_READ_HOST` (and `DB_READ_PORT`).
 fn read_config(
     env: &Env<'_>,
-    primary: &postgres::Config,
+    primary: &tokio_postgres::Config,
     statement_timeout_ms: u64,
-) -> Result<Option<postgres::Config>, ConfigError> {
+) -> Result<Option<tokio_postgres::Config>, ConfigError> {
     let mut pg = if let Some(url) = env.get("DATABASE_READ_URL") {
-        postgres::Config::from_str(&url).map_err(|_| {
+        tokio_postgres::Config::from_str(&url).map_err(|_| {
             err(
                 "DATABASE_READ_URL",
                 "not a valid postgres:// URL or key=value string",
@@ -367,7 +390,7 @@ fn read_config(
         })?
     } else if let Some(host) = env.get("DB_READ_HOST") {
         let port = *primary.get_ports().first().unwrap_or(&5432);
-        let mut pg = postgres::Config::new();
+        let mut pg = tokio_postgres::Config::new();
         pg.host(&host)
             .port(env.parse_in("DB_READ_PORT", port, 1..=65535)?);
         if let Some(db) = primary.get_dbname() {

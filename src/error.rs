@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::db::DbError;
 use crate::http::Response;
 
 /// Seconds a client is asked to wait after a 503.
@@ -140,9 +141,19 @@ pub fn chain(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-impl From<postgres::Error> for ApiError {
-    fn from(e: postgres::Error) -> ApiError {
-        use postgres::error::SqlState;
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        match e {
+            DbError::Pg(e) => ApiError::from(e),
+            // No answer in time, or no way to open a connection: a retry may well work.
+            DbError::TimedOut(_) | DbError::Runtime(_) => ApiError::Unavailable(Box::new(e)),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> ApiError {
+        use tokio_postgres::error::SqlState;
         let code = e.code().cloned();
         match code {
             // Only the email index makes a clash the client caused; any other unique

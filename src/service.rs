@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
-use crate::router::{self, Route};
+use crate::router::{self, Endpoint, Route};
 use crate::routes::{self, Ctx};
 
 pub struct Service {
@@ -25,6 +25,18 @@ pub struct Service {
 impl Handler for Service {
     fn handle(&self, req: Request) -> Response {
         self.serve(req, routes::dispatch)
+    }
+
+    /// Liveness alone: it touches nothing that can wait, and must answer while every
+    /// worker waits on a hung database. Anything heavier stays off the reactor thread.
+    fn is_immediate(&self, req: &Request) -> bool {
+        matches!(
+            router::route(&req.method, &req.path),
+            Route::Found {
+                endpoint: Endpoint::Live,
+                ..
+            }
+        )
     }
 }
 

@@ -6,10 +6,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use log::{info, warn};
-use postgres::Client;
 
 use crate::config::Config;
-use crate::db::{self, Db, WaitError};
+use crate::db::{self, Db, DbError, Session, WaitError};
 use crate::error::chain;
 use crate::http::server::{self, Server, Stopper};
 use crate::metrics::Metrics;
@@ -23,7 +22,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug)]
 pub enum StartupError {
-    Database(postgres::Error),
+    Database(DbError),
     Bind(SocketAddr, std::io::Error),
     Io(std::io::Error),
     /// A stop was asked for (SIGTERM, SIGINT) before the service was ready: not a
@@ -52,20 +51,20 @@ pub fn migrate(config: &Config, stopper: &Stopper) -> Result<Vec<&'static str>, 
 }
 
 /// One connection, once the database answers (see [`db::connect_with_retry`]).
-fn wait_for_database(config: &Config, stopper: &Stopper) -> Result<Client, StartupError> {
+fn wait_for_database(config: &Config, stopper: &Stopper) -> Result<Session, StartupError> {
     db::connect_with_retry(&config.db, || stopper.is_stopped()).map_err(|e| match e {
         WaitError::Database(e) => StartupError::Database(e),
         WaitError::Stopped => StartupError::Stopped,
     })
 }
 
-fn apply_migrations(client: &mut Client) -> Result<Vec<&'static str>, StartupError> {
+fn apply_migrations(client: &mut Session) -> Result<Vec<&'static str>, StartupError> {
     let version = client
         .simple_query("SHOW server_version")
         .ok()
         .and_then(|msgs| {
             msgs.into_iter().find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
                 _ => None,
             })
         })

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use support::{Client, Gate, READ_LIMIT, TestServer, echo, join_within, quick_config};
 use user_api::http::server::{Server, ServerConfig};
+use user_api::http::{Handler, Request, Response};
 
 const GET: &str = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -395,6 +396,98 @@ fn extra_requests_get_503_with_retry_after_when_the_worker_queue_is_full() {
     gate.release_one();
     let (_, queued) = rx.recv_timeout(READ_LIMIT).expect("the queued one");
     assert_eq!(queued.status, 200);
+}
+
+/// The gate's handler, with `/live` answerable at once, as the service's liveness is.
+struct WithLive<H>(H);
+
+impl<H: Handler> Handler for WithLive<H> {
+    fn handle(&self, req: Request) -> Response {
+        let on = thread::current().name().unwrap_or("?").to_owned();
+        self.0.handle(req).with_header("X-Thread", on)
+    }
+
+    fn is_immediate(&self, req: &Request) -> bool {
+        req.path == "/live"
+    }
+}
+
+#[test]
+fn immediate_request_is_answered_when_every_worker_is_busy_and_the_queue_is_full() {
+    let (gate, handler) = Gate::handler();
+    let config = ServerConfig {
+        workers: 1,
+        queue_depth: 1,
+        ..quick_config()
+    };
+    let server = TestServer::start(config, WithLive(handler));
+    let mut busy = server.client();
+    busy.send("GET /gate HTTP/1.1\r\nHost: t\r\n\r\n");
+    gate.wait_entered();
+    let mut queued = server.client();
+    queued.send("GET /gate HTTP/1.1\r\nHost: t\r\n\r\n");
+    thread::sleep(Duration::from_millis(50));
+
+    let mut probe = server.client();
+    for _ in 0..3 {
+        probe.send("GET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+        let resp = probe.response();
+        assert_eq!(resp.status, 200);
+        assert!(
+            !resp
+                .header("x-thread")
+                .unwrap_or("")
+                .starts_with("http-worker"),
+            "answered by a worker: {:?}",
+            resp.header("x-thread")
+        );
+    }
+
+    gate.release_one();
+    assert_eq!(busy.response().status, 200);
+    gate.wait_entered();
+    gate.release_one();
+    assert_eq!(queued.response().status, 200);
+}
+
+#[test]
+fn pipelined_requests_keep_their_order_when_immediate_and_queued_ones_alternate() {
+    let server = TestServer::start(quick_config(), WithLive(echo));
+    let mut c = server.client();
+    // Thousands in one go: answered on the reactor thread one after another, they must
+    // neither reorder nor deepen its stack.
+    let paths: Vec<String> = (0..3000)
+        .map(|n| match n % 3 {
+            0 => "/elsewhere".to_owned(),
+            _ => format!("/live?n={n}"),
+        })
+        .collect();
+    let mut bytes = String::new();
+    for p in &paths {
+        bytes.push_str(&format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    }
+    let writer = {
+        let mut w = c.stream.try_clone().expect("clone");
+        thread::spawn(move || w.write_all(bytes.as_bytes()))
+    };
+    for p in &paths {
+        let resp = c.response();
+        let json = resp.json();
+        let query = json["query"]
+            .as_str()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        assert_eq!(
+            format!("{}{query}", json["path"].as_str().unwrap_or("")),
+            *p
+        );
+        let on_worker = resp
+            .header("x-thread")
+            .unwrap_or("")
+            .starts_with("http-worker");
+        assert_eq!(on_worker, !p.starts_with("/live"), "{p}");
+    }
+    join_within(writer, READ_LIMIT).expect("all requests written");
 }
 
 /// Bigger than what loopback socket buffers hold, so the write cannot finish at once.

@@ -2,7 +2,9 @@
 //! one transaction under an advisory lock, so replicas starting together never race.
 
 use log::info;
-use postgres::Client;
+use tokio_postgres::types::Type;
+
+use super::{DbError, Session};
 
 /// `(version, name, sql)`, in order. The files are idempotent, so a database first set up
 /// by a container's `/docker-entrypoint-initdb.d` migrates cleanly too.
@@ -15,32 +17,49 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 /// Any fixed number serves; this one spells "userapi" in ASCII.
 const LOCK_KEY: i64 = 0x0075_7365_7261_7069;
 
-/// Applies what has not run yet and returns the names of what it applied.
-pub fn run(client: &mut Client) -> Result<Vec<&'static str>, postgres::Error> {
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
-    tx.batch_execute(
+/// Applies what has not run yet, in one transaction, and returns the names of what it
+/// applied.
+pub fn run(session: &mut Session) -> Result<Vec<&'static str>, DbError> {
+    session.batch_execute("BEGIN")?;
+    match apply(session) {
+        Ok(applied) => {
+            session.batch_execute("COMMIT")?;
+            Ok(applied)
+        }
+        Err(e) => {
+            // Best effort: the caller gives up on this session (and start-up) anyway.
+            let _ = session.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn apply(session: &mut Session) -> Result<Vec<&'static str>, DbError> {
+    session.query_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&LOCK_KEY, Type::INT8)],
+    )?;
+    session.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
     )?;
-    let done: Vec<i32> = tx
-        .query("SELECT version FROM schema_migrations", &[])?
+    let done = session
+        .query_typed("SELECT version FROM schema_migrations", &[])?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<i32>, _>>()?;
     let mut applied = Vec::new();
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !done.contains(&m.0)) {
-        tx.batch_execute(sql)?;
-        tx.execute(
+        session.batch_execute(sql)?;
+        session.query_typed(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&version, &name],
+            &[(&version, Type::INT4), (&name, Type::TEXT)],
         )?;
         info!("applied migration {name}");
         applied.push(name);
     }
-    tx.commit()?;
     Ok(applied)
 }

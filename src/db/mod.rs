@@ -2,6 +2,7 @@
 //! query on a pooled connection with one retry where that is provably safe.
 
 pub mod migrate;
+mod session;
 pub mod users;
 
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use postgres::error::SqlState;
-use postgres::{Client, NoTls};
 use r2d2::{ManageConnection, Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres::error::SqlState;
+
+pub use session::{DbError, Params, Session};
 
 use crate::config::DbConfig;
 use crate::error::{ApiError, chain};
@@ -21,7 +22,7 @@ use crate::error::{ApiError, chain};
 /// Why waiting for the database ended without a connection.
 #[derive(Debug)]
 pub enum WaitError {
-    Database(postgres::Error),
+    Database(DbError),
     /// `should_stop` said so (a signal arrived) before the database answered.
     Stopped,
 }
@@ -32,11 +33,11 @@ pub enum WaitError {
 pub fn connect_with_retry(
     cfg: &DbConfig,
     should_stop: impl Fn() -> bool,
-) -> Result<Client, WaitError> {
+) -> Result<Session, WaitError> {
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match cfg.pg.connect(NoTls) {
+        match Session::connect(&cfg.pg, cfg.query_timeout) {
             Ok(client) => return Ok(client),
             Err(e) if is_final(&e) || Instant::now() + delay > deadline => {
                 return Err(WaitError::Database(e));
@@ -61,7 +62,7 @@ pub fn connect_with_retry(
     unreachable!("the loop returns")
 }
 
-fn is_final(e: &postgres::Error) -> bool {
+fn is_final(e: &DbError) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("28") || *c == SqlState::INVALID_CATALOG_NAME)
 }
@@ -113,7 +114,7 @@ impl Db {
     pub fn run<T>(
         &self,
         access: Access,
-        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
     ) -> Result<T, ApiError> {
         if let (Access::Read, Some(replica)) = (access, &self.replica) {
             let now = self.epoch.elapsed().as_millis() as u64;
@@ -142,7 +143,7 @@ impl Db {
     /// always answers, whatever the replication lag.
     pub fn find<T>(
         &self,
-        mut op: impl FnMut(&mut Client) -> Result<Option<T>, postgres::Error>,
+        mut op: impl FnMut(&mut Session) -> Result<Option<T>, DbError>,
     ) -> Result<Option<T>, ApiError> {
         match self.run(Access::Read, &mut op)? {
             None if self.replica.is_some() => self.primary.run(Access::Read, op),
@@ -175,10 +176,12 @@ struct PgPool {
 }
 
 impl PgPool {
-    fn new(pg: &postgres::Config, cfg: &DbConfig) -> PgPool {
+    fn new(pg: &tokio_postgres::Config, cfg: &DbConfig) -> PgPool {
         let suspect = Arc::new(AtomicU64::new(0));
         let manager = Manager {
-            inner: PostgresConnectionManager::new(pg.clone(), NoTls),
+            pg: pg.clone(),
+            query_timeout: cfg.query_timeout,
+            ping_timeout: cfg.pool_timeout,
             suspect: Arc::clone(&suspect),
         };
         let pool = Pool::builder()
@@ -200,21 +203,22 @@ impl PgPool {
     /// once on another connection. A write never is: the server's "terminating
     /// connection" (57P01) can arrive in the same read as the statement's own results,
     /// and the driver then reports it as the statement's error, so it does not prove the
-    /// write did not commit. The client gets a 503 and decides.
+    /// write did not commit. The client gets a 503 and decides. Nor is a statement that
+    /// timed out: the database is hung or overwhelmed, and the request's time is spent.
     fn run<T>(
         &self,
         access: Access,
-        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
     ) -> Result<T, ApiError> {
         let mut conn = self.checkout()?;
-        match op(&mut conn.client) {
+        match op(&mut conn.session) {
             Err(e) if is_connection_failure(&e) => {
                 self.suspect.fetch_add(1, Ordering::Relaxed);
                 drop(conn);
-                if access == Access::Read {
+                if access == Access::Read && !matches!(e, DbError::TimedOut(_)) {
                     info!("retrying a read on a fresh connection after: {}", chain(&e));
                     let mut conn = self.checkout()?;
-                    return op(&mut conn.client).map_err(ApiError::from);
+                    return op(&mut conn.session).map_err(ApiError::from);
                 }
                 Err(e.into())
             }
@@ -240,14 +244,19 @@ impl PgPool {
 }
 
 /// A failure of the connection rather than of the statement.
-fn is_connection_failure(e: &postgres::Error) -> bool {
+fn is_connection_failure(e: &DbError) -> bool {
     use std::error::Error as _;
-    let io = e.code().is_none() && e.source().is_some_and(|s| s.is::<std::io::Error>());
-    e.is_closed() || io || is_session_ended(e)
+    match e {
+        DbError::Pg(e) => {
+            let io = e.code().is_none() && e.source().is_some_and(|s| s.is::<std::io::Error>());
+            e.is_closed() || io || is_session_ended(e)
+        }
+        DbError::TimedOut(_) | DbError::Runtime(_) => true,
+    }
 }
 
 /// The server ended the session (shutdown, crash recovery) before our statement ran.
-fn is_session_ended(e: &postgres::Error) -> bool {
+fn is_session_ended(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::ADMIN_SHUTDOWN
             || *c == SqlState::CRASH_SHUTDOWN
@@ -257,40 +266,43 @@ fn is_session_ended(e: &postgres::Error) -> bool {
 
 /// A pooled connection and the suspicion generation it was last known good at.
 pub struct Conn {
-    pub client: Client,
+    session: Session,
     checked_at: u64,
 }
 
-/// `r2d2_postgres`'s manager, plus a cheap validity check: a round trip only when some
-/// connection has failed since this one was last known good.
+/// Opens sessions for r2d2, with a cheap validity check: a round trip only when some
+/// connection has failed since this one was last known good, bounded by the pool
+/// timeout so that the check cannot cost a request more than waiting would.
 struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    pg: tokio_postgres::Config,
+    query_timeout: Duration,
+    ping_timeout: Duration,
     suspect: Arc<AtomicU64>,
 }
 
 impl ManageConnection for Manager {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = DbError;
 
-    fn connect(&self) -> Result<Conn, postgres::Error> {
+    fn connect(&self) -> Result<Conn, DbError> {
         let checked_at = self.suspect.load(Ordering::Relaxed);
         Ok(Conn {
-            client: self.inner.connect()?,
+            session: Session::connect(&self.pg, self.query_timeout)?,
             checked_at,
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), DbError> {
         let now = self.suspect.load(Ordering::Relaxed);
         if conn.checked_at < now {
-            self.inner.is_valid(&mut conn.client)?;
+            conn.session.ping(self.ping_timeout)?;
             conn.checked_at = now;
         }
         Ok(())
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        self.inner.has_broken(&mut conn.client)
+        conn.session.is_broken()
     }
 }
 
@@ -299,8 +311,8 @@ impl ManageConnection for Manager {
 #[derive(Debug)]
 struct WarnOnError;
 
-impl r2d2::HandleError<postgres::Error> for WarnOnError {
-    fn handle_error(&self, e: postgres::Error) {
+impl r2d2::HandleError<DbError> for WarnOnError {
+    fn handle_error(&self, e: DbError) {
         warn!("database connection failed: {}", chain(&e));
     }
 }

@@ -4,8 +4,10 @@
 //! no separate prepare round trip and no named prepared statement, which keeps it safe
 //! behind PgBouncer in transaction mode.
 
-use postgres::types::Type;
-use postgres::{Client, Row};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+
+use super::{DbError, Session};
 
 use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch};
 
@@ -54,7 +56,7 @@ const LIST_BY_EMAIL: &str = concat!(
     " FROM users WHERE lower(email) = lower($4) AND id > $1 ORDER BY id LIMIT $2 OFFSET $3"
 );
 
-fn row_to_user(row: &Row) -> Result<User, postgres::Error> {
+fn row_to_user(row: &Row) -> Result<User, DbError> {
     Ok(User {
         id: row.try_get(0)?,
         first_name: row.try_get(1)?,
@@ -65,11 +67,11 @@ fn row_to_user(row: &Row) -> Result<User, postgres::Error> {
     })
 }
 
-fn one(rows: Vec<Row>) -> Result<Option<User>, postgres::Error> {
+fn one(rows: Vec<Row>) -> Result<Option<User>, DbError> {
     rows.first().map(row_to_user).transpose()
 }
 
-pub fn insert(c: &mut Client, u: &NewUser) -> Result<User, postgres::Error> {
+pub fn insert(c: &mut Session, u: &NewUser) -> Result<User, DbError> {
     let email = u.email.as_ref().map(AsRef::as_ref);
     let row = c.query_typed_one(
         INSERT,
@@ -82,11 +84,11 @@ pub fn insert(c: &mut Client, u: &NewUser) -> Result<User, postgres::Error> {
     row_to_user(&row)
 }
 
-pub fn get(c: &mut Client, id: UserId) -> Result<Option<User>, postgres::Error> {
+pub fn get(c: &mut Session, id: UserId) -> Result<Option<User>, DbError> {
     one(c.query_typed(SELECT_ONE, &[(&id.get(), Type::INT8)])?)
 }
 
-pub fn replace(c: &mut Client, id: UserId, u: &NewUser) -> Result<Option<User>, postgres::Error> {
+pub fn replace(c: &mut Session, id: UserId, u: &NewUser) -> Result<Option<User>, DbError> {
     let email = u.email.as_ref().map(AsRef::as_ref);
     one(c.query_typed(
         REPLACE,
@@ -101,7 +103,7 @@ pub fn replace(c: &mut Client, id: UserId, u: &NewUser) -> Result<Option<User>, 
 
 /// Changes only the fields the patch names; an empty patch changes nothing and returns
 /// the user as it is.
-pub fn patch(c: &mut Client, id: UserId, p: &UserPatch) -> Result<Option<User>, postgres::Error> {
+pub fn patch(c: &mut Session, id: UserId, p: &UserPatch) -> Result<Option<User>, DbError> {
     if p.is_empty() {
         return get(c, id);
     }
@@ -121,14 +123,14 @@ pub fn patch(c: &mut Client, id: UserId, p: &UserPatch) -> Result<Option<User>, 
 }
 
 /// Whether a user was deleted.
-pub fn delete(c: &mut Client, id: UserId) -> Result<bool, postgres::Error> {
+pub fn delete(c: &mut Session, id: UserId) -> Result<bool, DbError> {
     let rows = c.query_typed(DELETE, &[(&id.get(), Type::INT8)])?;
     Ok(!rows.is_empty())
 }
 
 /// A page ordered by id. `after_id` pages by key (an index range scan at any depth);
 /// `offset` skips rows (PostgreSQL still reads them).
-pub fn list(c: &mut Client, q: &ListQuery) -> Result<Vec<User>, postgres::Error> {
+pub fn list(c: &mut Session, q: &ListQuery) -> Result<Vec<User>, DbError> {
     let after = q.after_id.map_or(0, UserId::get);
     let rows = match &q.email {
         None => c.query_typed(

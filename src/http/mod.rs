@@ -203,6 +203,14 @@ pub fn reason(status: u16) -> &'static str {
 /// but a connection layer should survive one anyway.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
+
+    /// Whether `req` can be answered at once, without waiting on anything (no database,
+    /// no lock held for long). The connection layer then answers it on its own thread
+    /// instead of queueing it for a worker, so that a liveness probe answers even while
+    /// every worker waits on a database that hangs.
+    fn is_immediate(&self, _req: &Request) -> bool {
+        false
+    }
 }
 
 impl<F> Handler for F

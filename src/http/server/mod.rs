@@ -13,7 +13,7 @@
 //! `TcpListener`/`TcpStream` and ships a `Waker`, so the whole layer stays safe code under
 //! the crate's `forbid(unsafe_code)`, whereas `polling` 3 makes registering a raw
 //! descriptor an `unsafe` call. `mio` is also already in the dependency tree (through
-//! `postgres`' tokio), so it costs no extra build.
+//! tokio-postgres' tokio), so it costs no extra build.
 
 mod chunked;
 mod conn;
@@ -229,7 +229,7 @@ impl Server {
         let shared = Arc::new(worker::Shared {
             jobs: Mutex::new(job_rx),
             waker,
-            handler,
+            handler: Arc::clone(&handler),
             stopper: stopper.clone(),
         });
         let workers = config.workers.max(1);
@@ -246,7 +246,8 @@ impl Server {
         }
         drop((back_tx, exit_tx));
 
-        let reactor = reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, stopper);
+        let reactor =
+            reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, handler, stopper);
         // The reactor owns the job queue's sender: once it returns, the workers finish
         // what is queued and exit.
         let deadline = reactor.run()?;

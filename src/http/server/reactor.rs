@@ -7,8 +7,10 @@
 //! whenever a connection enters a new stage the reactor tries its I/O at once instead of
 //! waiting for an event that may already have fired while a worker held it.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,9 @@ use super::conn::{After, Conn, Gone, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
-use super::worker::{Job, Returned};
+use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
-use crate::http::Method;
+use crate::http::{Handler, Method};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
@@ -37,6 +39,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// One read buffer for every connection: reads land here and only what arrived is
 /// copied to the connection, so idle connections hold no buffer at all.
 const SCRATCH_BYTES: usize = 64 * 1024;
+/// Responses the reactor wrote itself that are flushed per loop turn, so that a client
+/// pipelining probes cannot keep it from everything else.
+const ANSWER_BATCH: usize = 256;
 /// At most this often is a busy or over-capacity refusal logged.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -168,6 +173,12 @@ pub(crate) struct Reactor {
     shutdown_timeout: Duration,
     jobs: SyncSender<Job>,
     returned: Receiver<Returned>,
+    /// For requests it answers itself (`Handler::is_immediate`).
+    handler: Arc<dyn Handler>,
+    /// Connections holding such an answer, flushed by the loop rather than at once: a
+    /// flush that completes reads the next pipelined request, which may be answered
+    /// here too, and recursing through a pipeline would deepen the stack without bound.
+    answered: VecDeque<usize>,
     stopper: Stopper,
     scratch: Vec<u8>,
     /// No deadline falls before this, so the table is only swept then.
@@ -191,6 +202,7 @@ impl Reactor {
         config: &ServerConfig,
         jobs: SyncSender<Job>,
         returned: Receiver<Returned>,
+        handler: Arc<dyn Handler>,
         stopper: Stopper,
     ) -> Reactor {
         let timeouts = Timeouts {
@@ -218,6 +230,8 @@ impl Reactor {
             shutdown_timeout: config.shutdown_timeout,
             jobs,
             returned,
+            handler,
+            answered: VecDeque::new(),
             stopper,
             scratch: vec![0; SCRATCH_BYTES],
             next_sweep: Instant::now() + timeouts.shortest(),
@@ -252,6 +266,7 @@ impl Reactor {
                 }
             }
             self.take_returned(now);
+            self.flush_answered(now);
             if self.stopper.is_stopped() && self.drain_deadline.is_none() {
                 self.begin_drain(now);
             }
@@ -274,7 +289,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.accept_more {
+        if self.accept_more || !self.answered.is_empty() {
             return Duration::ZERO;
         }
         let mut wake = self.next_sweep;
@@ -407,7 +422,11 @@ impl Reactor {
     }
 
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
+    /// A request the handler can answer at once is answered here instead.
     fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
+        if self.handler.is_immediate(&ready.request) {
+            return self.answer(i, *ready, now);
+        }
         let Some(mut conn) = self.table.lend(i) else {
             return;
         };
@@ -428,6 +447,30 @@ impl Reactor {
                 }
                 self.reject(i, 503, "the server is busy; try again", head_only, now);
             }
+        }
+    }
+
+    /// Runs the handler on this thread; the loop writes the response.
+    fn answer(&mut self, i: usize, mut ready: Ready, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        conn.trim();
+        ready.request.peer = Some(conn.peer);
+        worker::respond(self.handler.as_ref(), &self.stopper, conn, ready);
+        conn.deadline = now + self.timeouts.write;
+        self.answered.push_back(i);
+    }
+
+    /// Writes the responses `answer` prepared, a batch per turn.
+    fn flush_answered(&mut self, now: Instant) {
+        for _ in 0..ANSWER_BATCH {
+            let Some(i) = self.answered.pop_front() else {
+                return;
+            };
+            // The slot may have been closed meanwhile, or written by an event already:
+            // `drive_write` then finds nothing to do.
+            self.drive_write(i, now);
         }
     }
 

@@ -77,14 +77,21 @@ pub(crate) fn run(shared: &Shared, back: &Sender<Returned>) {
 /// Runs the handler and writes as much of the response as the socket takes now.
 /// Returns true when the socket failed.
 fn serve(shared: &Shared, conn: &mut Conn, ready: Ready) -> bool {
+    respond(shared.handler.as_ref(), &shared.stopper, conn, ready);
+    conn.flush().is_err()
+}
+
+/// Runs the handler and puts the framed response in the connection's output, leaving
+/// the connection ready to write it.
+pub(crate) fn respond(handler: &dyn Handler, stopper: &Stopper, conn: &mut Conn, ready: Ready) {
     let Ready {
         request,
         keep_alive,
         announce_keep_alive,
         head_only,
     } = ready;
-    let resp = call_handler(shared.handler.as_ref(), request);
-    let close = !keep_alive || shared.stopper.is_stopped();
+    let resp = call_handler(handler, request);
+    let close = !keep_alive || stopper.is_stopped();
     let framing = Framing {
         head_only,
         close,
@@ -97,7 +104,6 @@ fn serve(shared: &Shared, conn: &mut Conn, ready: Ready) -> bool {
         After::KeepAlive
     };
     conn.stage = Stage::Writing(after);
-    conn.flush().is_err()
 }
 
 /// The handler's response, or a 500 if it panicked or answered with a status that
