@@ -580,6 +580,23 @@ mod tests {
     }
 
     #[test]
+    fn query_timeout_follows_the_statement_timeout_unless_set() {
+        let ms = |vars: &[(&'static str, &'static str)]| {
+            config(&with(vars)).unwrap().db.query_timeout.as_millis()
+        };
+        assert_eq!(ms(&[]), 5_500);
+        assert_eq!(ms(&[("DB_STATEMENT_TIMEOUT_MS", "1000")]), 1_500);
+        assert_eq!(ms(&[("DB_STATEMENT_TIMEOUT_MS", "0")]), 5_500);
+        let set = [
+            ("DB_STATEMENT_TIMEOUT_MS", "1000"),
+            ("DB_QUERY_TIMEOUT_MS", "250"),
+        ];
+        assert_eq!(ms(&set), 250);
+        let e = config(&with(&[("DB_QUERY_TIMEOUT_MS", "0")])).unwrap_err();
+        assert!(e.to_string().starts_with("DB_QUERY_TIMEOUT_MS: "), "{e}");
+    }
+
+    #[test]
     fn config_fails_naming_the_variable_when_a_value_is_bad() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DB_PORT", "abc")], "DB_PORT"),

@@ -5,16 +5,21 @@
 //! host) holds the calling thread for as long as it hangs, and `statement_timeout` cannot
 //! help because nothing on that side runs. So we drive `tokio-postgres` (what `postgres`
 //! wraps) ourselves, the same way: a current-thread runtime per connection, entered only
-//! while a statement runs. Every statement is bounded by `DB_QUERY_TIMEOUT_MS`; past it
+//! while a statement runs, polling the connection and the statement together. Every statement is bounded by `DB_QUERY_TIMEOUT_MS`; past it
 //! the session is broken and the pool drops it, which closes the socket.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Row, SimpleQueryMessage};
+use tokio_postgres::{
+    AsyncMessage, Client, Config, Connection, NoTls, Row, SimpleQueryMessage, Socket,
+};
 
 /// Why a statement (or a connection attempt) failed.
 #[derive(Debug)]
@@ -73,29 +78,56 @@ pub struct Session {
     driver: Driver,
 }
 
-/// The runtime that runs the connection, and the deadline it enforces. Kept apart from
-/// the client so that a statement can borrow the client while the driver awaits it.
+/// The connection's socket side, the runtime that runs it, and the deadline it enforces.
+/// Kept apart from the client so that a statement can borrow the client while the driver
+/// awaits it.
 struct Driver {
+    connection: Connection<Socket, NoTlsStream>,
     runtime: Runtime,
     deadline: Duration,
-    timed_out: bool,
+    /// Timed out, or the connection failed or ended: never to be used again.
+    broken: bool,
 }
 
 impl Driver {
+    /// Runs `statement` to completion, driving the connection in the same poll (as
+    /// `postgres` does: no task to schedule, no channel hop to another task), or gives
+    /// up at `deadline`.
     fn block<T>(
         &mut self,
         deadline: Duration,
         statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
+        let connection = &mut self.connection;
+        let broken = &mut self.broken;
+        let mut statement = pin!(statement);
+        let both = poll_fn(|cx| {
+            while !*broken {
+                match connection.poll_message(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notice(n)))) => {
+                        log::info!("database notice: {}: {}", n.severity(), n.message());
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        *broken = true;
+                        return Poll::Ready(Err(e));
+                    }
+                    // The connection ended; the statement learns it from its own side.
+                    Poll::Ready(None) => *broken = true,
+                    Poll::Pending => break,
+                }
+            }
+            statement.as_mut().poll(cx)
+        });
         match self
             .runtime
-            .block_on(async { tokio::time::timeout(deadline, statement).await })
+            .block_on(async { tokio::time::timeout(deadline, both).await })
         {
             Ok(result) => result.map_err(DbError::Pg),
             Err(_) => {
                 // The reply may still come, and would then answer the next statement:
                 // this connection is done.
-                self.timed_out = true;
+                self.broken = true;
                 Err(DbError::TimedOut(deadline))
             }
         }
@@ -110,16 +142,15 @@ impl Session {
             .enable_all()
             .build()
             .map_err(DbError::Runtime)?;
-        let mut driver = Driver {
+        let (client, connection) = runtime
+            .block_on(async { tokio::time::timeout(deadline, pg.connect(NoTls)).await })
+            .map_err(|_| DbError::TimedOut(deadline))??;
+        let driver = Driver {
+            connection,
             runtime,
             deadline,
-            timed_out: false,
+            broken: false,
         };
-        let (client, connection) = driver.block(deadline, pg.connect(NoTls))?;
-        // The connection task runs whenever a statement is awaited, as with `postgres`.
-        // Its end (the server closed the socket) shows as `Client::is_closed`; notices
-        // are logged by tokio-postgres itself.
-        drop(driver.runtime.spawn(connection));
         Ok(Session { client, driver })
     }
 
@@ -153,8 +184,8 @@ impl Session {
             .map(drop)
     }
 
-    /// Timed out, or closed by the server: never to be used again.
+    /// Timed out, failed or closed by the server: never to be used again.
     pub fn is_broken(&self) -> bool {
-        self.driver.timed_out || self.client.is_closed()
+        self.driver.broken || self.client.is_closed()
     }
 }
