@@ -189,3 +189,35 @@ impl Session {
         self.driver.broken || self.client.is_closed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn connect_times_out_when_the_server_accepts_but_never_answers() {
+        // A "database" whose kernel completes the handshake and then nothing answers,
+        // like a stopped postmaster or a stuck host.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let mut pg = Config::new();
+        pg.host("127.0.0.1").port(port).user("u").dbname("d");
+
+        let started = Instant::now();
+        let result = Session::connect(&pg, Duration::from_millis(200));
+        let took = started.elapsed();
+
+        assert!(
+            matches!(result, Err(DbError::TimedOut(d)) if d == Duration::from_millis(200)),
+            "{:?}",
+            result.err()
+        );
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        drop(holder.join());
+    }
+}
