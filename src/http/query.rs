@@ -26,9 +26,12 @@ pub fn decode(s: &str) -> Result<String, ApiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            // Two hex digits exactly: `from_str_radix` would also take a sign (`%+0`).
+            let byte = match bytes.get(i + 1..i + 3) {
+                Some(&[hi, lo]) => hex_digit(hi).zip(hex_digit(lo)).map(|(h, l)| h << 4 | l),
+                _ => None,
+            };
+            out.push(byte.ok_or_else(bad)?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -40,9 +43,23 @@ pub fn decode(s: &str) -> Result<String, ApiError> {
     })
 }
 
+fn hex_digit(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_is_400_when_an_escape_is_not_two_hex_digits() {
+        for bad in ["%+0", "%-1", "%0", "%", "%g0", "%0x", "a%+fb"] {
+            assert_eq!(decode(bad).map_err(|e| e.status()), Err(400), "{bad}");
+        }
+        assert_eq!(decode("%41%7e%7E").unwrap(), "A~~");
+    }
 
     fn pairs(q: &str) -> Vec<(String, String)> {
         parse_pairs(q).unwrap()
