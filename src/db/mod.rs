@@ -14,7 +14,7 @@ use log::{info, warn};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 use tokio_postgres::error::SqlState;
 
-pub use session::{DbError, Params, Session};
+pub use session::{DbError, Session};
 
 use crate::config::DbConfig;
 use crate::error::{ApiError, chain};
