@@ -132,10 +132,13 @@ impl Metrics {
              # HELP db_pool_wait_timeouts_total Requests that found no pooled connection in time.\n\
              # TYPE db_pool_wait_timeouts_total counter\n\
              db_pool_wait_timeouts_total {}\n\
+             # HELP db_query_timeouts_total Statements the database did not answer within DB_QUERY_TIMEOUT_MS.\n\
+             # TYPE db_query_timeouts_total counter\n\
+             db_query_timeouts_total {}\n\
              # HELP user_api_build_info The running version.\n\
              # TYPE user_api_build_info gauge\n\
              user_api_build_info{{version=\"{}\"}} 1\n",
-            pool.idle, pool.in_use, pool.wait_timeouts, self.version
+            pool.idle, pool.in_use, pool.wait_timeouts, pool.query_timeouts, self.version
         );
         if let Some((r, fallbacks)) = replica {
             let _ = write!(
@@ -162,6 +165,7 @@ mod tests {
         idle: 3,
         in_use: 1,
         wait_timeouts: 2,
+        query_timeouts: 5,
     };
 
     #[test]
@@ -203,6 +207,7 @@ mod tests {
         assert!(text.contains("db_pool_connections{state=\"idle\"} 3\n"));
         assert!(text.contains("db_pool_connections{state=\"in_use\"} 1\n"));
         assert!(text.contains("db_pool_wait_timeouts_total 2\n"));
+        assert!(text.contains("db_query_timeouts_total 5\n"));
         assert!(text.contains("user_api_build_info{version=\"1.2.3\"} 1\n"));
         assert!(!text.contains("replica"));
         let text = m.render(POOL, Some((POOL, 7)));

@@ -27,13 +27,15 @@ impl Handler for Service {
         self.serve(req, routes::dispatch)
     }
 
-    /// Liveness alone: it touches nothing that can wait, and must answer while every
-    /// worker waits on a hung database. Anything heavier stays off the reactor thread.
+    /// Liveness and metrics: they touch nothing that can wait (atomics, the pool's
+    /// counts), and API.md keeps both at 200 during an outage, which includes a database
+    /// that hangs while every worker waits on it. Anything that queries stays off the
+    /// reactor thread.
     fn is_immediate(&self, req: &Request) -> bool {
         matches!(
             router::route(&req.method, &req.path),
             Route::Found {
-                endpoint: Endpoint::Live,
+                endpoint: Endpoint::Live | Endpoint::Metrics,
                 ..
             }
         )

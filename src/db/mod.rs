@@ -80,6 +80,8 @@ pub struct PoolStats {
     pub idle: u32,
     pub in_use: u32,
     pub wait_timeouts: u64,
+    /// Statements the database did not answer within `DB_QUERY_TIMEOUT_MS`.
+    pub query_timeouts: u64,
 }
 
 /// The primary's pool, and a replica's when reads are sent to one.
@@ -173,6 +175,7 @@ struct PgPool {
     pool: Pool<Manager>,
     suspect: Arc<AtomicU64>,
     wait_timeouts: AtomicU64,
+    query_timeouts: AtomicU64,
 }
 
 impl PgPool {
@@ -195,6 +198,7 @@ impl PgPool {
             pool,
             suspect,
             wait_timeouts: AtomicU64::new(0),
+            query_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -211,19 +215,34 @@ impl PgPool {
         mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
     ) -> Result<T, ApiError> {
         let mut conn = self.checkout()?;
-        match op(&mut conn.session) {
-            Err(e) if is_connection_failure(&e) => {
-                self.suspect.fetch_add(1, Ordering::Relaxed);
+        match self.attempt(&mut conn, &mut op) {
+            Err(e) if access == Access::Read && is_retryable(&e) => {
                 drop(conn);
-                if access == Access::Read && !matches!(e, DbError::TimedOut(_)) {
-                    info!("retrying a read on a fresh connection after: {}", chain(&e));
-                    let mut conn = self.checkout()?;
-                    return op(&mut conn.session).map_err(ApiError::from);
-                }
-                Err(e.into())
+                info!("retrying a read on a fresh connection after: {}", chain(&e));
+                let mut conn = self.checkout()?;
+                self.attempt(&mut conn, op).map_err(ApiError::from)
             }
             other => other.map_err(ApiError::from),
         }
+    }
+
+    /// Runs `op` once, noting a connection failure (every idle connection is then
+    /// suspect) and a timeout.
+    fn attempt<T>(
+        &self,
+        conn: &mut PooledConnection<Manager>,
+        mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let result = op(&mut conn.session);
+        if let Err(e) = &result {
+            if is_connection_failure(e) {
+                self.suspect.fetch_add(1, Ordering::Relaxed);
+            }
+            if matches!(e, DbError::TimedOut(_)) {
+                self.query_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     fn checkout(&self) -> Result<PooledConnection<Manager>, ApiError> {
@@ -239,8 +258,14 @@ impl PgPool {
             idle: s.idle_connections,
             in_use: s.connections - s.idle_connections,
             wait_timeouts: self.wait_timeouts.load(Ordering::Relaxed),
+            query_timeouts: self.query_timeouts.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A connection failure that a fresh connection may cure in time: not a timeout.
+fn is_retryable(e: &DbError) -> bool {
+    is_connection_failure(e) && !matches!(e, DbError::TimedOut(_))
 }
 
 /// A failure of the connection rather than of the statement.

@@ -481,7 +481,17 @@ fn requests_get_503_in_time_and_liveness_stays_200_when_the_database_hangs() {
     let live = Client::new(addr, Duration::from_secs(1))
         .send("GET", "/health/live", &[], None)
         .map(|r| (r.status, started.elapsed()));
+    let started = Instant::now();
+    let metrics = Client::new(addr, Duration::from_secs(1))
+        .send("GET", "/metrics", &[], None)
+        .map(|r| (r.status, started.elapsed(), r.text()));
     let answers: Vec<_> = asks.into_iter().map(|t| t.join().unwrap()).collect();
+    // Still hung: each of the eight either timed out on its statement or found no
+    // connection in time, and the counters say which.
+    let counted = Client::new(addr, Duration::from_secs(1))
+        .send("GET", "/metrics", &[], None)
+        .map(|r| r.text())
+        .unwrap_or_default();
     drop(frozen);
 
     // Assert: every request answered 503 with Retry-After in time, liveness at once.
@@ -510,6 +520,18 @@ fn requests_get_503_in_time_and_liveness_stays_200_when_the_database_hangs() {
     match &live {
         Ok((200, took)) if *took < Duration::from_secs(1) => {}
         other => problems.push(format!("GET /health/live: {other:?} (status, time)")),
+    }
+    match &metrics {
+        Ok((200, took, _)) if *took < Duration::from_secs(1) => {}
+        other => problems.push(format!("GET /metrics: {other:?} (status, time, text)")),
+    }
+    let query_timeouts = metric(&counted, "db_query_timeouts_total").unwrap_or(-1.0);
+    let wait_timeouts = metric(&counted, "db_pool_wait_timeouts_total").unwrap_or(-1.0);
+    if query_timeouts < 1.0 || query_timeouts + wait_timeouts != 8.0 {
+        problems.push(format!(
+            "/metrics counted {query_timeouts} query timeouts and {wait_timeouts} pool wait \
+             timeouts; expected at least one of the first and 8 in all"
+        ));
     }
     assert!(
         problems.is_empty(),
