@@ -173,6 +173,7 @@ impl Db {
 /// One pool and what it needs to run queries well.
 struct PgPool {
     pool: Pool<Manager>,
+    pool_timeout: Duration,
     suspect: Arc<AtomicU64>,
     wait_timeouts: AtomicU64,
     query_timeouts: AtomicU64,
@@ -184,18 +185,19 @@ impl PgPool {
         let manager = Manager {
             pg: pg.clone(),
             query_timeout: cfg.query_timeout,
-            ping_timeout: cfg.pool_timeout,
             suspect: Arc::clone(&suspect),
         };
         let pool = Pool::builder()
             .max_size(cfg.pool_size)
             .connection_timeout(cfg.pool_timeout)
-            // Cheap: `Manager::is_valid` pings only after a connection failure was seen.
-            .test_on_check_out(true)
+            // `checkout` checks, within the request's budget; r2d2's own check would ping
+            // every idle connection in turn, each with its own timeout.
+            .test_on_check_out(false)
             .error_handler(Box::new(WarnOnError))
             .build_unchecked(manager);
         PgPool {
             pool,
+            pool_timeout: cfg.pool_timeout,
             suspect,
             wait_timeouts: AtomicU64::new(0),
             query_timeouts: AtomicU64::new(0),
@@ -245,11 +247,32 @@ impl PgPool {
         result
     }
 
+    /// A connection within `DB_POOL_TIMEOUT_MS`, all told. One that may have died with
+    /// another (see `suspect`) is pinged first, in what is left of that time; one that
+    /// fails is dropped and the next is tried. When the database hangs, a request so
+    /// pays the pool timeout once, not a ping timeout per idle connection.
     fn checkout(&self) -> Result<PooledConnection<Manager>, ApiError> {
-        self.pool.get().map_err(|e| {
-            self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-            ApiError::from(e)
-        })
+        let deadline = Instant::now() + self.pool_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut conn = self.pool.get_timeout(left).map_err(|e| {
+                self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                ApiError::from(e)
+            })?;
+            let generation = self.suspect.load(Ordering::Relaxed);
+            if conn.checked_at >= generation {
+                return Ok(conn);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match conn.session.ping(left) {
+                Ok(()) => {
+                    conn.checked_at = generation;
+                    return Ok(conn);
+                }
+                // The failed session is broken now, so the pool drops it when it returns.
+                Err(e) => warn!("a pooled connection failed its check: {}", chain(&e)),
+            }
+        }
     }
 
     fn stats(&self) -> PoolStats {
@@ -295,13 +318,10 @@ pub struct Conn {
     checked_at: u64,
 }
 
-/// Opens sessions for r2d2, with a cheap validity check: a round trip only when some
-/// connection has failed since this one was last known good, bounded by the pool
-/// timeout so that the check cannot cost a request more than waiting would.
+/// Opens sessions for r2d2. Their check before use is `PgPool::checkout`'s.
 struct Manager {
     pg: tokio_postgres::Config,
     query_timeout: Duration,
-    ping_timeout: Duration,
     suspect: Arc<AtomicU64>,
 }
 
@@ -317,12 +337,7 @@ impl ManageConnection for Manager {
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), DbError> {
-        let now = self.suspect.load(Ordering::Relaxed);
-        if conn.checked_at < now {
-            conn.session.ping(self.ping_timeout)?;
-            conn.checked_at = now;
-        }
+    fn is_valid(&self, _conn: &mut Conn) -> Result<(), DbError> {
         Ok(())
     }
 

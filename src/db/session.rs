@@ -177,11 +177,15 @@ impl Session {
     }
 
     /// An empty round trip, given its own (usually shorter) deadline: a check before
-    /// use must not cost a request more than waiting for a connection would.
+    /// use must not cost a request more than waiting for a connection would. A session
+    /// that fails it is broken, whatever the reason.
     pub fn ping(&mut self, deadline: Duration) -> Result<(), DbError> {
-        self.driver
+        let result = self
+            .driver
             .block(deadline, self.client.simple_query(""))
-            .map(drop)
+            .map(drop);
+        self.driver.broken |= result.is_err();
+        result
     }
 
     /// Timed out, failed or closed by the server: never to be used again.

@@ -560,3 +560,63 @@ fn requests_get_503_in_time_and_liveness_stays_200_when_the_database_hangs() {
     );
     assert_eq!(app.get_user(id).status, 200);
 }
+
+#[test]
+fn a_request_after_a_hang_was_seen_waits_the_pool_timeout_not_a_ping_per_idle_connection() {
+    let _serial = serial();
+    const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+    // Arrange: eight pooled connections, all open and idle.
+    let cluster = TestCluster::start();
+    let app = spawn_app_on(&cluster, |vars| {
+        vars.insert("WORKERS".into(), "2".into());
+        vars.insert("DB_POOL_SIZE".into(), "8".into());
+        vars.insert(
+            "DB_POOL_TIMEOUT_MS".into(),
+            POOL_TIMEOUT.as_millis().to_string(),
+        );
+        vars.insert(
+            "DB_QUERY_TIMEOUT_MS".into(),
+            QUERY_TIMEOUT.as_millis().to_string(),
+        );
+    });
+    let id = app.create_named("Ada", "Lovelace", None);
+    let all_idle = poll_until(Duration::from_secs(10), || {
+        let idle = scrape(app.addr, "db_pool_connections{state=\"idle\"}");
+        (idle == 8.0).then_some(())
+    });
+    assert!(all_idle.is_some(), "the pool never held 8 idle connections");
+
+    // Act: the database hangs. One read times out on its statement, which makes every
+    // idle connection suspect; then another read.
+    let frozen = Frozen::new(&cluster);
+    let timed_get = || {
+        let started = Instant::now();
+        let r = Client::new(app.addr, Duration::from_secs(10)).send(
+            "GET",
+            &format!("/user/{id}"),
+            &[],
+            None,
+        );
+        (r.map(|r| r.status), started.elapsed())
+    };
+    let first = timed_get();
+    let second = timed_get();
+    drop(frozen);
+
+    // Assert: the first waited for its statement, the second only for the pool, though
+    // seven idle connections were there to be checked.
+    assert!(
+        matches!(first, (Ok(503), took) if took >= QUERY_TIMEOUT && took <= QUERY_TIMEOUT + MARGIN),
+        "first read: {first:?}, expected 503 after {QUERY_TIMEOUT:?}"
+    );
+    assert!(
+        matches!(second, (Ok(503), took) if took <= POOL_TIMEOUT + MARGIN),
+        "second read: {second:?}, expected 503 within {:?}",
+        POOL_TIMEOUT + MARGIN
+    );
+    let healthy = poll_until(Duration::from_secs(30), || {
+        (app.get_user(id).status == 200).then_some(())
+    });
+    assert!(healthy.is_some(), "reads did not recover after SIGCONT");
+}
