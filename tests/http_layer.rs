@@ -490,6 +490,54 @@ fn pipelined_requests_keep_their_order_when_immediate_and_queued_ones_alternate(
     join_within(writer, READ_LIMIT).expect("all requests written");
 }
 
+#[test]
+fn immediate_answers_stay_prompt_when_many_clients_pipeline_them_nonstop() {
+    let server = TestServer::start(quick_config(), WithLive(echo));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A hundred connections, each sent one more probe every round without waiting for
+    // the answers, which are drained as they come: a readiness event on every one of
+    // them, all the time.
+    let flooder = {
+        let (addr, stop) = (server.addr, Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut conns: Vec<TcpStream> = (0..100)
+                .map(|_| {
+                    let s = TcpStream::connect(addr).expect("connect");
+                    s.set_nonblocking(true).expect("nonblocking");
+                    s
+                })
+                .collect();
+            let mut buf = vec![0; 64 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                for c in &mut conns {
+                    let _ = c.write(b"GET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                }
+            }
+        })
+    };
+
+    let mut latencies = Vec::new();
+    let mut probe = server.client();
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let started = Instant::now();
+        probe.send("GET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(probe.response().status, 200);
+        latencies.push(started.elapsed());
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    join_within(flooder, READ_LIMIT);
+    // Before each connection was queued at most once, duplicates piled up in the
+    // reactor's queue and a probe waited longer every second (0.5 s, then seconds).
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(300),
+        "probes waited behind the flood: {latencies:?}"
+    );
+}
+
 /// Bigger than what loopback socket buffers hold, so the write cannot finish at once.
 const BIG_BODY: usize = 32 << 20;
 

@@ -63,6 +63,8 @@ pub(crate) struct Conn {
     pub maybe_readable: bool,
     /// Registered for writability too, because output is waiting on the socket.
     pub wants_writable: bool,
+    /// Waiting in the reactor's queue of its own answers (at most once).
+    pub answered: bool,
 }
 
 impl Conn {
@@ -79,6 +81,7 @@ impl Conn {
             lingered: 0,
             maybe_readable: true,
             wants_writable: false,
+            answered: false,
         }
     }
 

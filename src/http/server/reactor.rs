@@ -39,8 +39,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// One read buffer for every connection: reads land here and only what arrived is
 /// copied to the connection, so idle connections hold no buffer at all.
 const SCRATCH_BYTES: usize = 64 * 1024;
-/// Responses the reactor wrote itself that are flushed per loop turn, so that a client
-/// pipelining probes cannot keep it from everything else.
+/// Connections the reactor answered itself that it goes on with per loop turn, so that
+/// clients pipelining probes cannot keep it from everything else.
 const ANSWER_BATCH: usize = 256;
 /// At most this often is a busy or over-capacity refusal logged.
 const LOG_EVERY: Duration = Duration::from_secs(1);
@@ -175,9 +175,9 @@ pub(crate) struct Reactor {
     returned: Receiver<Returned>,
     /// For requests it answers itself (`Handler::is_immediate`).
     handler: Arc<dyn Handler>,
-    /// Connections holding such an answer, flushed by the loop rather than at once: a
-    /// flush that completes reads the next pipelined request, which may be answered
-    /// here too, and recursing through a pipeline would deepen the stack without bound.
+    /// Connections holding such an answer, each once, for the loop to go on with: going
+    /// on reads the next pipelined request, which may be answered here too, and doing
+    /// that at once would recurse through a pipeline without bound.
     answered: VecDeque<usize>,
     stopper: Stopper,
     scratch: Vec<u8>,
@@ -450,7 +450,8 @@ impl Reactor {
         }
     }
 
-    /// Runs the handler on this thread; the loop writes the response.
+    /// Runs the handler on this thread and writes what the socket takes now; the loop
+    /// goes on from there (to the next pipelined request), so answering never recurses.
     fn answer(&mut self, i: usize, mut ready: Ready, now: Instant) {
         let Some(conn) = self.table.get(i) else {
             return;
@@ -459,17 +460,30 @@ impl Reactor {
         ready.request.peer = Some(conn.peer);
         worker::respond(self.handler.as_ref(), &self.stopper, conn, ready);
         conn.deadline = now + self.timeouts.write;
-        self.answered.push_back(i);
+        if self.flush(i).is_err() {
+            return self.table.remove(i);
+        }
+        if let Some(conn) = self.table.get(i) {
+            if !conn.answered {
+                conn.answered = true;
+                self.answered.push_back(i);
+            }
+        }
     }
 
-    /// Writes the responses `answer` prepared, a batch per turn.
+    /// Goes on with the connections `answer` left, each at most once per turn: one
+    /// client pipelining probes cannot push the others back.
     fn flush_answered(&mut self, now: Instant) {
-        for _ in 0..ANSWER_BATCH {
+        let turn = self.answered.len().min(ANSWER_BATCH);
+        for _ in 0..turn {
             let Some(i) = self.answered.pop_front() else {
                 return;
             };
-            // The slot may have been closed meanwhile, or written by an event already:
-            // `drive_write` then finds nothing to do.
+            // The slot may have been closed (even reused) meanwhile, or written by an
+            // event already: `drive_write` then finds nothing to do.
+            if let Some(conn) = self.table.get(i) {
+                conn.answered = false;
+            }
             self.drive_write(i, now);
         }
     }
