@@ -145,8 +145,11 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         match e {
             DbError::Pg(e) => ApiError::from(e),
-            // No answer in time, or no way to open a connection: a retry may well work.
-            DbError::TimedOut(_) | DbError::Runtime(_) => ApiError::Unavailable(Box::new(e)),
+            // The connection died or never answered, or none could be opened: a retry
+            // may well work.
+            DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Runtime(_) => {
+                ApiError::Unavailable(Box::new(e))
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Schema migrations: the numbered files of `sql/`, embedded in the binary and applied in
 //! one transaction under an advisory lock, so replicas starting together never race.
 
+use std::time::Duration;
+
 use log::info;
 use tokio_postgres::types::Type;
 
@@ -17,9 +19,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 /// Any fixed number serves; this one spells "userapi" in ASCII.
 const LOCK_KEY: i64 = 0x0075_7365_7261_7069;
 
+/// Migrations may rightly take long (an index on a big table, another instance holding
+/// the lock while it migrates): they are not held to `DB_QUERY_TIMEOUT_MS`, only to this
+/// (and to the server's `statement_timeout`).
+const DEADLINE: Duration = Duration::from_secs(600);
+
 /// Applies what has not run yet, in one transaction, and returns the names of what it
 /// applied.
 pub fn run(session: &mut Session) -> Result<Vec<&'static str>, DbError> {
+    let usual = session.set_deadline(DEADLINE);
+    let result = in_transaction(session);
+    session.set_deadline(usual);
+    result
+}
+
+fn in_transaction(session: &mut Session) -> Result<Vec<&'static str>, DbError> {
     session.batch_execute("BEGIN")?;
     match apply(session) {
         Ok(applied) => {

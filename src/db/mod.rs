@@ -95,6 +95,9 @@ pub struct Db {
     epoch: Instant,
 }
 
+/// The least time a connection's check before use is given.
+const PING_FLOOR: Duration = Duration::from_millis(100);
+
 /// How long reads go straight to the primary after the replica failed one.
 const REPLICA_REST: Duration = Duration::from_secs(5);
 
@@ -218,7 +221,7 @@ impl PgPool {
     ) -> Result<T, ApiError> {
         let mut conn = self.checkout()?;
         match self.attempt(&mut conn, &mut op) {
-            Err(e) if access == Access::Read && is_retryable(&e) => {
+            Err(e) if is_retryable(&e, access) => {
                 drop(conn);
                 info!("retrying a read on a fresh connection after: {}", chain(&e));
                 let mut conn = self.checkout()?;
@@ -263,13 +266,19 @@ impl PgPool {
             if conn.checked_at >= generation {
                 return Ok(conn);
             }
+            // Less than the floor would fail on a healthy database and drop a good
+            // connection; so a checkout may overrun by that much, once.
             let left = deadline.saturating_duration_since(Instant::now());
-            match conn.session.ping(left) {
+            match conn.session.ping(left.max(PING_FLOOR)) {
                 Ok(()) => {
                     conn.checked_at = generation;
                     return Ok(conn);
                 }
                 // The failed session is broken now, so the pool drops it when it returns.
+                Err(e) if Instant::now() >= deadline => {
+                    self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(e.into());
+                }
                 Err(e) => warn!("a pooled connection failed its check: {}", chain(&e)),
             }
         }
@@ -286,9 +295,14 @@ impl PgPool {
     }
 }
 
-/// A connection failure that a fresh connection may cure in time: not a timeout.
-fn is_retryable(e: &DbError) -> bool {
-    is_connection_failure(e) && !matches!(e, DbError::TimedOut(_))
+/// A failure a fresh connection may cure in time (not a timeout), for a statement safe
+/// to run again: a read, or anything that was never sent.
+fn is_retryable(e: &DbError, access: Access) -> bool {
+    match e {
+        DbError::Stale(_) => true,
+        DbError::TimedOut(_) => false,
+        _ => access == Access::Read && is_connection_failure(e),
+    }
 }
 
 /// A failure of the connection rather than of the statement.
@@ -299,7 +313,7 @@ fn is_connection_failure(e: &DbError) -> bool {
             let io = e.code().is_none() && e.source().is_some_and(|s| s.is::<std::io::Error>());
             e.is_closed() || io || is_session_ended(e)
         }
-        DbError::TimedOut(_) | DbError::Runtime(_) => true,
+        DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Runtime(_) => true,
     }
 }
 

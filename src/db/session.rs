@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio_postgres::error::Severity;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{
@@ -26,6 +27,12 @@ use tokio_postgres::{
 pub enum DbError {
     /// The server refused it or the driver failed: see `tokio_postgres::Error`.
     Pg(tokio_postgres::Error),
+    /// The connection failed or the server ended it (any FATAL, whatever its SQLSTATE)
+    /// after the statement was handed over. What the statement did is unknown.
+    Lost(tokio_postgres::Error),
+    /// The connection was found dead before the statement was sent (the server ended an
+    /// idle session, or it broke earlier: `None`): safe to run again, even a write.
+    Stale(Option<tokio_postgres::Error>),
     /// No answer within the deadline. What the statement did is unknown.
     TimedOut(Duration),
     /// The connection's runtime could not be started (out of descriptors or threads).
@@ -36,7 +43,7 @@ impl DbError {
     /// The server's SQLSTATE, when the server sent one.
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            DbError::Pg(e) => e.code(),
+            DbError::Pg(e) | DbError::Lost(e) | DbError::Stale(Some(e)) => e.code(),
             _ => None,
         }
     }
@@ -46,6 +53,8 @@ impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::Pg(e) => e.fmt(f),
+            DbError::Lost(_) => f.write_str("the connection to the database was lost"),
+            DbError::Stale(_) => f.write_str("the pooled connection to the database was dead"),
             DbError::TimedOut(d) => write!(f, "the database did not answer within {d:?}"),
             DbError::Runtime(e) => write!(f, "could not start a connection's runtime: {e}"),
         }
@@ -57,7 +66,8 @@ impl std::error::Error for DbError {
         match self {
             // Our Display is the driver's; its source carries the server's message.
             DbError::Pg(e) => e.source(),
-            DbError::TimedOut(_) => None,
+            DbError::Lost(e) | DbError::Stale(Some(e)) => Some(e),
+            DbError::Stale(None) | DbError::TimedOut(_) => None,
             DbError::Runtime(e) => Some(e),
         }
     }
@@ -83,7 +93,8 @@ pub struct Session {
 /// awaits it.
 struct Driver {
     connection: Connection<Socket, NoTlsStream>,
-    runtime: Runtime,
+    /// Always `Some` until dropped (see `Drop`).
+    runtime: Option<Runtime>,
     deadline: Duration,
     /// Timed out, or the connection failed or ended: never to be used again.
     broken: bool,
@@ -98,9 +109,15 @@ impl Driver {
         deadline: Duration,
         statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
+        let (false, Some(runtime)) = (self.broken, &self.runtime) else {
+            // Nothing would drive the connection: fail now, not at the deadline.
+            return Err(DbError::Stale(None));
+        };
         let connection = &mut self.connection;
         let broken = &mut self.broken;
         let mut statement = pin!(statement);
+        // The statement sends nothing until it is first polled.
+        let mut sent = false;
         let both = poll_fn(|cx| {
             while !*broken {
                 match connection.poll_message(cx) {
@@ -110,20 +127,32 @@ impl Driver {
                     Poll::Ready(Some(Ok(_))) => {}
                     Poll::Ready(Some(Err(e))) => {
                         *broken = true;
-                        return Poll::Ready(Err(e));
+                        return Poll::Ready(Err(if sent {
+                            DbError::Lost(e)
+                        } else {
+                            DbError::Stale(Some(e))
+                        }));
                     }
                     // The connection ended; the statement learns it from its own side.
                     Poll::Ready(None) => *broken = true,
                     Poll::Pending => break,
                 }
             }
-            statement.as_mut().poll(cx)
+            sent = true;
+            statement.as_mut().poll(cx).map_err(|e| {
+                // A FATAL ends the session whatever its SQLSTATE (an idle-session
+                // timeout, a pooler's disconnect), even when it came as this
+                // statement's answer.
+                if is_fatal(&e) {
+                    *broken = true;
+                    DbError::Lost(e)
+                } else {
+                    DbError::Pg(e)
+                }
+            })
         });
-        match self
-            .runtime
-            .block_on(async { tokio::time::timeout(deadline, both).await })
-        {
-            Ok(result) => result.map_err(DbError::Pg),
+        match runtime.block_on(async { tokio::time::timeout(deadline, both).await }) {
+            Ok(result) => result,
             Err(_) => {
                 // The reply may still come, and would then answer the next statement:
                 // this connection is done.
@@ -134,6 +163,20 @@ impl Driver {
     }
 }
 
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Without waiting for blocking tasks: a host name's resolver may be stuck.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn is_fatal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| matches!(d.parsed_severity(), Some(Severity::Fatal | Severity::Panic)))
+}
+
 impl Session {
     /// Opens a connection: the TCP connect, authentication and start-up, all within
     /// `deadline`, which then bounds each statement too.
@@ -142,12 +185,20 @@ impl Session {
             .enable_all()
             .build()
             .map_err(DbError::Runtime)?;
-        let (client, connection) = runtime
-            .block_on(async { tokio::time::timeout(deadline, pg.connect(NoTls)).await })
-            .map_err(|_| DbError::TimedOut(deadline))??;
+        let connected =
+            runtime.block_on(async { tokio::time::timeout(deadline, pg.connect(NoTls)).await });
+        let (client, connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(DbError::Pg(e)),
+            Err(_) => {
+                // Without waiting for blocking tasks: the resolver may be what hangs.
+                runtime.shutdown_background();
+                return Err(DbError::TimedOut(deadline));
+            }
+        };
         let driver = Driver {
             connection,
-            runtime,
+            runtime: Some(runtime),
             deadline,
             broken: false,
         };
@@ -186,6 +237,11 @@ impl Session {
             .map(drop);
         self.driver.broken |= result.is_err();
         result
+    }
+
+    /// Sets the deadline of each later statement, returning the one it replaces.
+    pub fn set_deadline(&mut self, deadline: Duration) -> Duration {
+        std::mem::replace(&mut self.driver.deadline, deadline)
     }
 
     /// Timed out, failed or closed by the server: never to be used again.

@@ -218,3 +218,48 @@ fn app_connections_carry_application_name_user_api() {
         assert_eq!(name.as_deref(), Some("user-api"));
     }
 }
+
+#[test]
+fn reads_succeed_and_writes_never_500_when_the_server_has_ended_every_idle_pooled_session() {
+    // Arrange: a database whose server ends any session idle for 300 ms (FATAL 57P05,
+    // which the driver reads only when the connection is next used), as
+    // `idle_session_timeout` and poolers do.
+    let db = crate::common::pg::fresh_database();
+    let mut admin = db.connect();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET idle_session_timeout = '300ms'",
+            db.name
+        ))
+        .expect("set idle_session_timeout");
+    let app = crate::common::spawn_app_in(db, |vars| {
+        vars.insert("WORKERS".into(), "2".into());
+        vars.insert("DB_POOL_SIZE".into(), "4".into());
+    });
+    let id = app.create_named("Ada", "Lovelace", None);
+
+    for round in 0..3 {
+        // Act: every pooled session has been ended by the time each request comes.
+        std::thread::sleep(Duration::from_millis(700));
+        let last = format!("Round {round}");
+        let created = app.create_user(&serde_json::json!({
+            "first_name": "Idle", "last_name": last
+        }));
+        std::thread::sleep(Duration::from_millis(700));
+        let read = app.get_user(id);
+
+        // Assert: the read ran again on a fresh connection. The write may have been
+        // handed to the dead session before its end was seen, so it gets 503 (its
+        // outcome is unknown to the app) or 201, never a 500; a 503 created nothing.
+        assert_eq!(read.status, 200, "round {round}: {}", read.text());
+        let rows = admin
+            .query("SELECT 1 FROM users WHERE last_name = $1", &[&last])
+            .expect("count")
+            .len();
+        match created.status {
+            201 => assert_eq!(rows, 1, "round {round}"),
+            503 => assert_eq!(rows, 0, "round {round}: a 503 write created a row"),
+            other => panic!("round {round}: POST answered {other}: {}", created.text()),
+        }
+    }
+}

@@ -44,6 +44,14 @@ pub fn spawn_app_on(
     spawn(cluster.create_database(), configure)
 }
 
+/// The app on `database`, for tests that set the database up before the app starts.
+pub fn spawn_app_in(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    spawn(database, configure)
+}
+
 /// The environment a test app is built from, before a test changes it.
 pub fn base_vars(db_url: &str) -> HashMap<String, String> {
     let log_level = std::env::var("TEST_LOG")
