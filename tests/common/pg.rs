@@ -153,7 +153,39 @@ fn effective_uid() -> u32 {
         })
 }
 
-/// A command for a PostgreSQL program, as the user that owns the clusters.
+/// `pg_ctl start` on a cluster's data directory (`pg_ctl`: the command, already set up
+/// to run as the directory's owner), the server given `options`; on failure, pg_ctl's
+/// error and the end of the server's log.
+pub fn pg_ctl_start(
+    mut pg_ctl: Command,
+    data_dir: &Path,
+    postgres: &Path,
+    options: &str,
+    log: &Path,
+) -> Result<(), String> {
+    let out = pg_ctl
+        .args(["start", "-w", "-t", "60", "-D"])
+        .arg(data_dir)
+        .arg("-l")
+        .arg(log)
+        .arg("-p")
+        .arg(postgres)
+        .arg("-o")
+        .arg(options)
+        .output()
+        .map_err(|e| format!("run pg_ctl: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    Err(format!(
+        "{} / log: {}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    ))
+}
+
 /// `pg_ctl stop -m <mode>` on a cluster's data directory, as its owner; panics on failure.
 pub fn pg_ctl_stop(data_dir: &Path, mode: &str) {
     let out = pg_command(&binaries().pg_ctl)
@@ -169,6 +201,7 @@ pub fn pg_ctl_stop(data_dir: &Path, mode: &str) {
     );
 }
 
+/// A command for a PostgreSQL program, as the user that owns the clusters.
 fn pg_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     if let Some(o) = owner() {
@@ -356,28 +389,15 @@ impl TestCluster {
             self.port,
             self.dir.display()
         );
-        let out = pg_command(&bins.pg_ctl)
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(&log)
-            .arg("-p")
-            .arg(&bins.postgres)
-            .arg("-o")
-            .arg(options)
-            .output()
-            .map_err(|e| format!("run pg_ctl: {e}"))?;
-        if out.status.success() {
-            self.running.store(true, Ordering::SeqCst);
-            return Ok(());
-        }
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        Err(format!(
-            "{} / log: {}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ))
+        pg_ctl_start(
+            pg_command(&bins.pg_ctl),
+            &self.data_dir(),
+            &bins.postgres,
+            &options,
+            &log,
+        )?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }
 

@@ -234,29 +234,15 @@ impl Replica {
             self.dir.display(),
             self.max_connections
         );
-        let out = self
-            .command("pg_ctl")
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(&log)
-            .arg("-p")
-            .arg(self.bindir.join("postgres"))
-            .arg("-o")
-            .arg(options)
-            .output()
-            .map_err(|e| format!("run pg_ctl: {e}"))?;
-        if out.status.success() {
-            self.running.store(true, Ordering::SeqCst);
-            return Ok(());
-        }
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        Err(format!(
-            "{} / log: {}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ))
+        super::pg::pg_ctl_start(
+            self.command("pg_ctl"),
+            &self.data_dir(),
+            &self.bindir.join("postgres"),
+            &options,
+            &log,
+        )?;
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// From here on the watchdog owns the directory: it stops the server and removes the
