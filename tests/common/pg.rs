@@ -153,6 +153,25 @@ fn effective_uid() -> u32 {
         })
 }
 
+/// A new directory under the system's temporary one, `user-api-test-<kind>-…`, mode
+/// 0700, owned by `owner` (uid, gid) when given; panics on failure.
+pub fn private_dir(kind: &str, owner: Option<(u32, u32)>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "user-api-test-{kind}-{}-{:016x}",
+        std::process::id(),
+        super::random_u64()
+    ));
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+    }
+    dir
+}
+
 /// `pg_ctl start` on a cluster's data directory (`pg_ctl`: the command, already set up
 /// to run as the directory's owner), the server given `options`; on failure, pg_ctl's
 /// error and the end of the server's log.
@@ -315,19 +334,7 @@ impl TestCluster {
     fn init() -> TestCluster {
         let bins = binaries();
         let owner = owner();
-        let dir = std::env::temp_dir().join(format!(
-            "user-api-test-pg-{}-{:016x}",
-            std::process::id(),
-            super::random_u64()
-        ));
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        if let Some(o) = owner {
-            std::os::unix::fs::chown(&dir, Some(o.uid), Some(o.gid))
-                .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", dir.display()));
-        }
+        let dir = private_dir("pg", owner.map(|o| (o.uid, o.gid)));
 
         // From here on the watchdog owns the directory: it removes it when we go away.
         let mut watchdog = pg_command(Path::new("/bin/sh"));

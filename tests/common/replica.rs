@@ -13,8 +13,7 @@
 //! run as root), and is cleaned up the same way: a watchdog `sh` stops it and removes its
 //! directory when the test process goes away, however it goes.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -53,19 +52,7 @@ impl Replica {
                 .get::<_, String>(0)
         };
 
-        let dir = std::env::temp_dir().join(format!(
-            "user-api-test-replica-{}-{:016x}",
-            std::process::id(),
-            super::random_u64()
-        ));
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
-        }
+        let dir = super::pg::private_dir("replica", owner);
         let mut replica = Replica {
             dir,
             port: 0,
