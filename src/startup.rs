@@ -119,7 +119,7 @@ impl App {
         }
         match &config.api_keys {
             None => warn!(
-                "neither API_KEYS_FILE nor API_TOKEN is set: the /user and /users routes are open to anyone who can connect"
+                "API_TOKEN is not set, nor API_KEYS_FILE: the /user and /users routes are open to anyone who can connect"
             ),
             Some(store) => info!(
                 "API keys: {} from {}",
