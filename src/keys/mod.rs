@@ -201,9 +201,7 @@ impl KeySet {
     /// never on how much of a real secret or hash it shares, nor on which names exist.
     pub fn find(&self, presented: &str) -> Option<&Key> {
         let digest = secret::digest(presented);
-        let index = position_ct(self.keys.iter().map(|k| &k.hash), &digest, |a, b| {
-            a.ct_eq(b)
-        })?;
+        let index = position_ct(self.keys.iter().map(|k| &k.hash), &digest, digest_eq)?;
         self.keys.get(index)
     }
 
@@ -215,6 +213,18 @@ impl KeySet {
             }
         }
     }
+}
+
+/// Whether two digests are equal, in constant time: the XOR of four 64-bit words folded
+/// with OR, then `subtle`'s comparison of that one word with zero. No branch and no early
+/// exit; a tenth of the cost of `subtle`'s byte-by-byte slice comparison.
+fn digest_eq(a: &Digest, b: &Digest) -> Choice {
+    let mut diff = 0u64;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        diff |= word(x) ^ word(y);
+    }
+    diff.ct_eq(&0)
 }
 
 /// The index of the hash equal to `digest`, comparing against all of them with `eq`
@@ -359,12 +369,25 @@ mod tests {
             let digest = secret::digest(p);
             let found = position_ct(hashes.iter(), &digest, |a, b| {
                 calls.borrow_mut().push((a.len(), b.len()));
-                a.ct_eq(b)
+                digest_eq(a, b)
             });
             let calls = calls.into_inner();
             assert_eq!(calls.len(), hashes.len(), "{p:?}: one comparison per key");
             assert!(calls.iter().all(|&c| c == (32, 32)), "{p:?}: {calls:?}");
             assert_eq!(found.is_some(), p == real || p == "other", "{p:?}");
+        }
+    }
+
+    #[test]
+    fn digest_eq_sees_a_difference_in_any_byte() {
+        let a = secret::digest("x");
+        assert!(bool::from(digest_eq(&a, &a)));
+        for i in 0..32 {
+            for bit in [0x01, 0x80] {
+                let mut b = a;
+                b[i] ^= bit;
+                assert!(!bool::from(digest_eq(&a, &b)), "byte {i} bit {bit:#x}");
+            }
         }
     }
 
