@@ -19,7 +19,7 @@ use common::{TempDir, TestCluster, free_port, fresh_database, poll_until, spawn_
 const BIN: &str = env!("CARGO_BIN_EXE_user-api");
 
 /// Every variable the issue names; `--help` must list each.
-const VARIABLES: [&str; 18] = [
+const VARIABLES: [&str; 19] = [
     "DATABASE_URL",
     "DB_HOST",
     "DB_PORT",
@@ -37,6 +37,7 @@ const VARIABLES: [&str; 18] = [
     "MAX_BODY_BYTES",
     "API_TOKEN",
     "API_TOKEN_FILE",
+    "API_KEYS_FILE",
     "SHUTDOWN_TIMEOUT",
 ];
 
@@ -1349,6 +1350,11 @@ fn sighup_with_a_broken_keys_file_keeps_the_keys_in_force_and_logs_why() {
     let (key, line) = new_key(&sandbox, "dashboard", "read");
     let file = sandbox.dir.path().join("api_keys");
     replace_file(&file, &format!("{line}\n"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let world_readable = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(&file, world_readable).unwrap();
+    }
     let server = ServerProcess::start(&[
         ("DATABASE_URL", db.url.clone()),
         ("API_KEYS_FILE", file.display().to_string()),
@@ -1356,6 +1362,13 @@ fn sighup_with_a_broken_keys_file_keeps_the_keys_in_force_and_logs_why() {
     ]);
     let mut conn = common::HttpConnection::open(server.addr).unwrap();
     assert_eq!(get_users(&mut conn, &key), 200);
+    let stderr = server.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("readable by every user (mode 0644)")),
+        "a world-readable keys file is worth a warning at start-up: {stderr}"
+    );
 
     replace_file(&file, &format!("{line}\nintruder admin sha256:00\n"));
     let log = reload(&server, 1);
