@@ -68,7 +68,11 @@ pub fn authorize<'k>(
     let (Some(needed), Some(keys)) = (required_scope(method, path), keys) else {
         return Access::Open;
     };
-    let presented = authorization.and_then(bearer).unwrap_or("");
+    // No credentials at all never reach the look-up: whether a header was sent is the
+    // client's own knowledge, and no key may stand for "nothing presented".
+    let Some(presented) = authorization.and_then(bearer).filter(|s| !s.is_empty()) else {
+        return Access::Unauthenticated;
+    };
     match keys.find(presented) {
         None => Access::Unauthenticated,
         Some(key) if key.scopes().allows(needed) => Access::Granted(key),
@@ -163,6 +167,20 @@ mod tests {
             assert!(matches!(a, Access::Unauthenticated), "{auth:?}: {a:?}");
             assert_eq!(a.check().unwrap_err().status(), 401);
             assert!(a.key().is_none());
+        }
+    }
+
+    #[test]
+    fn no_key_stands_for_an_empty_secret() {
+        // A set built past the file parser (which refuses this hash) with the digest of "".
+        let k = KeySet::new(vec![Key::new(
+            "empty".into(),
+            crate::keys::Scopes::ALL,
+            digest(""),
+        )]);
+        for auth in [None, Some(""), Some("Bearer"), Some("Bearer   ")] {
+            let a = decide(Method::Get, "/users", auth, &k);
+            assert!(matches!(a, Access::Unauthenticated), "{auth:?}: {a:?}");
         }
     }
 

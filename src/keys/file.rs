@@ -20,7 +20,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::secret::{Digest, parse_hash};
+use super::secret::{Digest, digest, parse_hash};
 use super::{Key, KeySet, Scopes, check_name};
 
 /// Larger files are refused unread: thousands of keys fit in far less.
@@ -193,6 +193,9 @@ fn parse_line(line: &str) -> Result<Key, String> {
     check_name(name)?;
     let scopes = Scopes::parse(scopes)?;
     let hash = parse_hash(hash)?;
+    if hash == digest("") {
+        return Err("that is the hash of an empty secret, which no client may use".into());
+    }
     Ok(Key::new(name.to_owned(), scopes, hash))
 }
 
@@ -261,6 +264,7 @@ mod tests {
             &line("bad name", "read", "s4"),
             &line("md5", "read", "s5").replace("sha256:", "md5:"),
             &line("emptyscope", ",read", "s6"),
+            &line("nothing", "read", ""),
         ]
         .join("\n");
         let got = problems(&text);
@@ -269,7 +273,7 @@ mod tests {
             numbers,
             [
                 "line 2", "line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 9",
-                "line 10"
+                "line 10", "line 11"
             ],
             "{got:#?}"
         );
@@ -286,6 +290,7 @@ mod tests {
         assert!(got[6].contains("expected 3 fields"), "{}", got[6]);
         assert!(got[7].contains("sha256:"), "{}", got[7]);
         assert!(got[8].contains("empty scope"), "{}", got[8]);
+        assert!(got[9].contains("hash of an empty secret"), "{}", got[9]);
     }
 
     #[test]
