@@ -149,7 +149,7 @@ pub fn help() -> String {
          serve              wait for the database, migrate, and serve (the default)\n  \
          migrate            apply the database migrations and exit\n  \
          healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1\n  \
-         keys new NAME --scope read[,write]\n                    \
+         keys new NAME --scope read[,write]\n                     \
          print a fresh secret, then its line for the keys file\n  \
          keys check FILE    check a keys file: one line per problem, exit 0 or 2\n\n\
          Options:\n  -h, --help         print this help\n  -V, --version      print the version\n\n\
