@@ -1,5 +1,6 @@
-//! The command line: commands, `--help`, and the `healthcheck` client, which uses only
-//! the standard library because a `FROM scratch` image has no curl.
+//! The command line: commands, `--help`, the `keys` commands, and the `healthcheck`
+//! client, which uses only the standard library because a `FROM scratch` image has no
+//! curl.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::VARIABLES;
+use crate::keys::{self, Scopes, secret};
 use crate::startup::VERSION;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -14,8 +16,18 @@ pub enum Command {
     Serve,
     Migrate,
     Healthcheck(Option<String>),
+    Keys(KeysCommand),
     Help,
     Version,
+}
+
+/// `user-api keys ...`: work on a keys file without a server or a database.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeysCommand {
+    /// `keys new NAME --scope SCOPES`: a fresh secret and its keys-file line.
+    New { name: String, scopes: Scopes },
+    /// `keys check FILE`: every problem of a keys file, one a line.
+    Check(String),
 }
 
 /// Parses the arguments after the program name; the error is one line for stderr.
@@ -28,6 +40,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         ["healthcheck", url] if !url.starts_with('-') => {
             Ok(Command::Healthcheck(Some((*url).to_owned())))
         }
+        ["keys", rest @ ..] => parse_keys(rest).map(Command::Keys),
         ["-h" | "--help" | "help", ..] => Ok(Command::Help),
         ["-V" | "--version", ..] => Ok(Command::Version),
         [cmd, ..] if cmd.starts_with('-') => Err(format!("unknown option '{cmd}'")),
@@ -35,6 +48,95 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Err(format!("unexpected argument '{extra}'"))
         }
         [cmd, ..] => Err(format!("unknown command '{cmd}'")),
+    }
+}
+
+fn parse_keys(args: &[&str]) -> Result<KeysCommand, String> {
+    const USAGE: &str =
+        "usage: user-api keys new NAME --scope read[,write] | user-api keys check FILE";
+    match args {
+        ["check", file] if !file.starts_with('-') => Ok(KeysCommand::Check((*file).to_owned())),
+        ["new", rest @ ..] => {
+            let (mut name, mut scopes) = (None, None);
+            let mut rest = rest.iter();
+            while let Some(&arg) = rest.next() {
+                let value = match arg.strip_prefix("--scope") {
+                    Some("") => rest.next().copied(),
+                    Some(v) if v.starts_with('=') => Some(&v[1..]),
+                    _ if arg.starts_with('-') => return Err(format!("unknown option '{arg}'")),
+                    _ if name.is_none() => {
+                        name = Some(arg);
+                        continue;
+                    }
+                    _ => return Err(format!("unexpected argument '{arg}'")),
+                };
+                let value = value.ok_or("--scope needs a value: read, write or read,write")?;
+                scopes = Some(Scopes::parse(value).map_err(|e| format!("--scope: {e}"))?);
+            }
+            let name = name.ok_or_else(|| format!("keys new needs a NAME ({USAGE})"))?;
+            keys::check_name(name)?;
+            let scopes =
+                scopes.ok_or("keys new needs --scope read, --scope write or --scope read,write")?;
+            Ok(KeysCommand::New {
+                name: name.to_owned(),
+                scopes,
+            })
+        }
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+/// Runs a `keys` command: 0 when done (or the file is sound), 2 when the file is not, 1
+/// when the OS has no randomness to give.
+pub fn run_keys(command: KeysCommand) -> ExitCode {
+    match command {
+        KeysCommand::New { name, scopes } => match secret::generate() {
+            Ok(s) => {
+                println!("{s}");
+                println!(
+                    "{name} {scopes} {}",
+                    secret::format_hash(&secret::digest(&s))
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("user-api: no random bytes from the operating system: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        KeysCommand::Check(file) => {
+            let (ok, lines) = check_keys_file(&file);
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::from(if ok { 0 } else { 2 })
+        }
+    }
+}
+
+/// `keys check`: whether `file` would load, and one line per problem or warning (or one
+/// line saying what it holds).
+pub fn check_keys_file(file: &str) -> (bool, Vec<String>) {
+    match keys::file::load(file.as_ref()) {
+        Err(e) => (false, e.lines()),
+        Ok(loaded) => {
+            let mut lines: Vec<String> = loaded
+                .warnings
+                .iter()
+                .map(|w| format!("warning: {w}"))
+                .collect();
+            let names: Vec<String> = loaded
+                .keys
+                .keys()
+                .map(|k| format!("{} ({})", k.name(), k.scopes()))
+                .collect();
+            lines.push(format!(
+                "{file}: ok, {} keys: {}",
+                names.len(),
+                names.join(", ")
+            ));
+            (true, lines)
+        }
     }
 }
 
@@ -46,7 +148,10 @@ pub fn help() -> String {
          Commands:\n  \
          serve              wait for the database, migrate, and serve (the default)\n  \
          migrate            apply the database migrations and exit\n  \
-         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1\n\n\
+         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1\n  \
+         keys new NAME --scope read[,write]\n                     \
+         print a fresh secret, then its line for the keys file\n  \
+         keys check FILE    check a keys file: one line per problem, exit 0 or 2\n\n\
          Options:\n  -h, --help         print this help\n  -V, --version      print the version\n\n\
          Environment (a .env file in the working directory is read first; real variables win):\n"
     );
@@ -56,9 +161,11 @@ pub fn help() -> String {
     s
 }
 
-/// `user-api healthcheck`: prints one line; exit 0 when healthy, else 1.
-pub fn run_healthcheck(url: Option<&str>, bind: Option<&str>) -> ExitCode {
-    let (ok, line) = healthcheck(url, bind);
+/// `user-api healthcheck`: prints one line; exit 0 when healthy, else 1. Without a URL
+/// it asks the address in `BIND` (after `.env`), as the server would bind it.
+pub fn run_healthcheck(url: Option<&str>) -> ExitCode {
+    let bind = std::env::var("BIND").ok();
+    let (ok, line) = healthcheck(url, bind.as_deref());
     println!("{line}");
     if ok {
         ExitCode::SUCCESS
@@ -148,6 +255,21 @@ mod tests {
             Ok(Command::Healthcheck(Some("http://x:1/h".into())))
         );
         assert_eq!(p(&["--help"]), Ok(Command::Help));
+        assert_eq!(
+            p(&["keys", "check", "/etc/keys"]),
+            Ok(Command::Keys(KeysCommand::Check("/etc/keys".into())))
+        );
+        let new = |scopes| {
+            Ok(Command::Keys(KeysCommand::New {
+                name: "dash".into(),
+                scopes: Scopes::parse(scopes).unwrap(),
+            }))
+        };
+        assert_eq!(p(&["keys", "new", "dash", "--scope", "read"]), new("read"));
+        assert_eq!(
+            p(&["keys", "new", "--scope=read,write", "dash"]),
+            new("read,write")
+        );
         assert_eq!(p(&["-V"]), Ok(Command::Version));
     }
 
@@ -168,6 +290,30 @@ mod tests {
                 .unwrap_err()
                 .contains("unexpected argument")
         );
+        for (args, says) in [
+            (&["keys"][..], "usage"),
+            (&["keys", "new", "dash"], "--scope"),
+            (&["keys", "new", "--scope", "read"], "NAME"),
+            (&["keys", "new", "dash", "--scope"], "needs a value"),
+            (
+                &["keys", "new", "dash", "--scope", "admin"],
+                "unknown scope",
+            ),
+            (&["keys", "new", "da sh", "--scope", "read"], "bad key name"),
+            (
+                &["keys", "new", "a", "b", "--scope", "read"],
+                "unexpected argument 'b'",
+            ),
+            (
+                &["keys", "new", "a", "--force", "--scope", "read"],
+                "unknown option",
+            ),
+            (&["keys", "check"], "usage"),
+            (&["keys", "check", "a", "b"], "usage"),
+        ] {
+            let e = p(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use crate::http::client_addr::{Cidr, parse_list};
 use crate::http::server::ServerConfig;
+use crate::keys::{KeySet, KeyStore};
 
 /// Every variable the service reads, its default and what it does: the source of `--help`
 /// and of the README's table.
@@ -140,9 +142,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seconds a graceful stop waits for requests in flight",
     ),
     (
+        "API_KEYS_FILE",
+        "-",
+        "API keys file, re-read on SIGHUP (else $CREDENTIALS_DIRECTORY/api_keys); see docs/api-keys.md",
+    ),
+    (
         "API_TOKEN",
         "-",
-        "when set, /user and /users need Authorization: Bearer <token>",
+        "or: one key with every scope; /user and /users need Authorization: Bearer <token>",
     ),
     (
         "API_TOKEN_FILE",
@@ -235,7 +242,11 @@ pub struct Config {
     pub db: DbConfig,
     pub bind: SocketAddr,
     pub server: ServerConfig,
-    pub api_token: Option<Secret>,
+    /// The API keys in force (`API_KEYS_FILE`, or `API_TOKEN` as one key); `None`: the
+    /// user routes are open. Shared: the store a clone holds is the one SIGHUP reloads.
+    pub api_keys: Option<Arc<KeyStore>>,
+    /// Worth a warning once the logger is up (a world-readable keys file).
+    pub warnings: Vec<String>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
     pub served_by: Option<String>,
@@ -274,11 +285,15 @@ impl Config {
                 0..=3600,
             )?),
         };
+        let db = db_config(&env, workers)?;
+        let bind = env.parse("BIND", "0.0.0.0:5000".parse().expect("valid default"))?;
+        let (api_keys, warnings) = api_keys(&env)?;
         Ok(Config {
-            db: db_config(&env, workers)?,
-            bind: env.parse("BIND", "0.0.0.0:5000".parse().expect("valid default"))?,
+            db,
+            bind,
             server,
-            api_token: env.secret("API_TOKEN", "API_TOKEN_FILE", "api_token")?,
+            api_keys,
+            warnings,
             log_level: log_level(env.get("LOG_LEVEL").as_deref().unwrap_or("info"))?,
             log_file: env.get("LOG_FILE").map(PathBuf::from),
             served_by: served_by(env.get("SERVED_BY")),
@@ -410,6 +425,36 @@ fn read_config(
     }
     tune(&mut pg, statement_timeout_ms);
     Ok(Some(pg))
+}
+
+/// `API_KEYS_FILE` (or the `api_keys` credential), else `API_TOKEN*` as one key, else
+/// none; a keys file and a token at once is refused rather than one silently winning.
+fn api_keys(env: &Env<'_>) -> Result<(Option<Arc<KeyStore>>, Vec<String>), ConfigError> {
+    let token = env.secret("API_TOKEN", "API_TOKEN_FILE", "api_token")?;
+    let file = env.get("API_KEYS_FILE").or_else(|| {
+        let dir = env.get("CREDENTIALS_DIRECTORY")?;
+        let path = format!("{dir}/api_keys");
+        std::path::Path::new(&path).exists().then_some(path)
+    });
+    match (file, token) {
+        (Some(_), Some(_)) => Err(err(
+            "API_KEYS_FILE",
+            "set either API_KEYS_FILE or API_TOKEN/API_TOKEN_FILE, not both \
+             (the token can become a line of the keys file: see docs/api-keys.md)",
+        )),
+        (Some(path), None) => {
+            let (store, warnings) =
+                KeyStore::open(path.as_ref()).map_err(|e| err("API_KEYS_FILE", e.to_string()))?;
+            Ok((Some(Arc::new(store)), warnings))
+        }
+        (None, Some(token)) => Ok((
+            Some(Arc::new(KeyStore::fixed(KeySet::from_token(
+                token.expose(),
+            )))),
+            Vec::new(),
+        )),
+        (None, None) => Ok((None, Vec::new())),
+    }
 }
 
 fn rate_limit(env: &Env<'_>) -> Result<Option<(f64, f64)>, ConfigError> {
@@ -573,7 +618,7 @@ mod tests {
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.db.pg.get_ports(), &[5432]);
         assert_eq!(c.db.pg.get_application_name(), Some("user-api"));
-        assert!(c.api_token.is_none());
+        assert!(c.api_keys.is_none());
         assert!(c.rate_limit.is_none());
         let c = config(&with(&[("RATE_LIMIT_PER_SEC", "5")])).unwrap();
         assert_eq!(c.rate_limit, Some((5.0, 10.0)));
@@ -660,7 +705,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.db.pg.get_password(), Some(&b"s3cret"[..]));
-        assert_eq!(c.api_token.unwrap().expose(), "tok");
+        let keys = c.api_keys.unwrap().current();
+        assert_eq!(keys.find("tok").map(|k| k.name()), Some("api-token"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn config_reads_api_keys_file_and_refuses_it_beside_a_token() {
+        let dir = std::env::temp_dir().join(format!("user-api-keys-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("keys");
+        let hash = crate::keys::secret::format_hash(&crate::keys::secret::digest("s"));
+        std::fs::write(&good, format!("dash read {hash}\n")).unwrap();
+        let bad = dir.join("bad");
+        std::fs::write(&bad, "dash admin sha256:00\nx read sha256:00\n").unwrap();
+        let (good, bad) = (good.display().to_string(), bad.display().to_string());
+        let with = |extra: &[(&'static str, &str)]| -> Vec<(&str, String)> {
+            BASE.iter()
+                .chain(extra)
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect()
+        };
+        let config = |vars: Vec<(&str, String)>| {
+            let map: HashMap<String, String> =
+                vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            Config::from_lookup(move |k| map.get(k).cloned())
+        };
+        let c = config(with(&[("API_KEYS_FILE", &good)])).unwrap();
+        let keys = c.api_keys.unwrap().current();
+        assert_eq!(keys.find("s").map(|k| k.name()), Some("dash"));
+        let e = config(with(&[("API_KEYS_FILE", &bad)])).unwrap_err();
+        assert_eq!(e.var, "API_KEYS_FILE");
+        assert!(e.msg.contains(":1: unknown scope"), "{e}");
+        assert!(e.msg.contains("and 1 more"), "{e}");
+        for token in [("API_TOKEN", "t"), ("API_TOKEN_FILE", good.as_str())] {
+            let e = config(with(&[("API_KEYS_FILE", &good), token])).unwrap_err();
+            assert_eq!(e.var, "API_KEYS_FILE", "{token:?}");
+            assert!(e.msg.contains("not both"), "{e}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -675,7 +757,7 @@ mod tests {
         assert_eq!(c.db.pg.get_ports(), &[6543]);
         assert_eq!(c.db.pg.get_dbname(), Some("d"));
         assert_eq!(c.db.pool_size, 3);
-        assert!(c.api_token.is_none());
+        assert!(c.api_keys.is_none());
         assert_eq!(c.db.pg.get_hostaddrs().len(), 1);
     }
 

@@ -20,6 +20,8 @@ pub enum ApiError {
     /// Anything else wrong with the request itself: 400.
     BadRequest(String),
     Unauthorized,
+    /// A known API key without the scope the request needs (`read` or `write`): 403.
+    Forbidden(&'static str),
     NotFound(&'static str),
     MethodNotAllowed {
         allow: &'static str,
@@ -54,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } | ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
@@ -100,6 +103,9 @@ impl fmt::Display for ApiError {
         match self {
             ApiError::Validation { msg, .. } | ApiError::BadRequest(msg) => f.write_str(msg),
             ApiError::Unauthorized => f.write_str("a valid bearer token is required"),
+            ApiError::Forbidden(scope) => {
+                write!(f, "this API key lacks the {scope} scope this request needs")
+            }
             ApiError::NotFound(what) => write!(f, "{what} not found"),
             ApiError::MethodNotAllowed { .. } => f.write_str("method not allowed for this path"),
             ApiError::Conflict(msg) => f.write_str(msg),
@@ -237,6 +243,18 @@ mod tests {
         let r = e.to_response();
         assert_eq!(r.status, 503);
         assert_eq!(r.header("retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn forbidden_is_a_403_naming_the_missing_scope_without_a_challenge() {
+        let e = ApiError::Forbidden("write");
+        let r = e.to_response();
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header("WWW-Authenticate"), None);
+        assert_eq!(
+            body(&e),
+            serde_json::json!({"error": "this API key lacks the write scope this request needs"})
+        );
     }
 
     #[test]

@@ -13,16 +13,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(msg) => return fail(2, &format!("{msg} (try 'user-api --help')")),
     };
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            return fail(2, &format!(".env: {e}"));
-        }
+    match dotenvy::dotenv() {
+        Err(e) if !e.not_found() => return fail(2, &format!(".env: {e}")),
+        _ => {}
     }
-    let bind = std::env::var("BIND").ok();
     let config = match command {
         Command::Help => return print(&cli::help()),
         Command::Version => return print(&format!("user-api {}\n", startup::VERSION)),
-        Command::Healthcheck(url) => return cli::run_healthcheck(url.as_deref(), bind.as_deref()),
+        Command::Healthcheck(url) => return cli::run_healthcheck(url.as_deref()),
+        Command::Keys(keys) => return cli::run_keys(keys),
         Command::Serve | Command::Migrate => match Config::from_env() {
             Ok(c) => c,
             Err(e) => return fail(2, &format!("configuration error: {e}")),
@@ -31,9 +30,9 @@ fn main() -> ExitCode {
     if let Err(e) = telemetry::init(config.log_level, config.log_file.as_deref()) {
         return fail(2, &format!("configuration error: LOG_FILE: {e}"));
     }
-    // Signals are handled from here on, so a SIGTERM also ends the wait for the database.
+    // From here a SIGTERM also ends the wait for the database; SIGHUP reloads the keys.
     let stopper = Stopper::default();
-    if let Err(e) = shutdown::spawn_signal_thread(stopper.clone()) {
+    if let Err(e) = shutdown::spawn_signal_thread(stopper.clone(), config.api_keys.clone()) {
         return fail(1, &format!("cannot install signal handlers: {e}"));
     }
     let result = match command {

@@ -12,8 +12,8 @@ use crate::router::PATTERNS;
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
 ];
-const STATUSES: [u16; 18] = [
-    200, 201, 204, 400, 401, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
+const STATUSES: [u16; 19] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
 ];
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -68,6 +68,19 @@ impl Metrics {
             .unwrap_or(BUCKETS.len());
         self.buckets[route * (BUCKETS.len() + 1) + b].fetch_add(1, Relaxed);
         self.sum_micros[route].fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// The per-key request counter, appended to `out`: one series per key in force,
+    /// labelled with its name (never its secret or hash), so bounded by the keys file.
+    pub fn render_key_requests<'a>(out: &mut String, keys: impl Iterator<Item = (&'a str, u64)>) {
+        out.push_str(
+            "# HELP http_requests_by_key_total Requests made with each API key in force, whatever their answer.\n",
+        );
+        out.push_str("# TYPE http_requests_by_key_total counter\n");
+        for (name, n) in keys {
+            // Key names are [A-Za-z0-9._-]: nothing to escape in a label value.
+            let _ = writeln!(out, "http_requests_by_key_total{{key=\"{name}\"}} {n}");
+        }
     }
 
     /// The exposition text.
@@ -213,6 +226,15 @@ mod tests {
         let text = m.render(POOL, Some((POOL, 7)));
         assert!(text.contains("db_replica_pool_connections{state=\"idle\"} 3\n"));
         assert!(text.contains("db_replica_fallbacks_total 7\n"));
+    }
+
+    #[test]
+    fn render_key_requests_has_one_series_per_key() {
+        let mut out = String::new();
+        Metrics::render_key_requests(&mut out, [("dash", 3), ("prov.job", 0)].into_iter());
+        assert!(out.contains("# TYPE http_requests_by_key_total counter\n"));
+        assert!(out.contains("http_requests_by_key_total{key=\"dash\"} 3\n"));
+        assert!(out.contains("http_requests_by_key_total{key=\"prov.job\"} 0\n"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The application as the connection layer sees it: one `Handler` that gives every
-//! request an id, runs it behind `catch_unwind`, counts it and writes its access line.
+//! request an id, authorises it, runs it behind `catch_unwind`, counts it and writes its
+//! access line.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Request, Response, request_id};
@@ -51,7 +53,25 @@ impl Service {
         let rid = request_id::from_header(req.header("x-request-id"));
         let route = router::route(&req.method, &req.path);
         let client = client_addr(&req, &self.trusted_proxies);
-        let outcome = match self.rate_limit(client, &req.path) {
+        // The set in force when the request arrived serves all of it, even if a reload
+        // swaps in another meanwhile.
+        let keys = self.ctx.keys.as_ref().map(|store| store.current());
+        // SECURITY: authorisation comes before anything else about the request, so an
+        // anonymous client learns nothing (not even whether an id is well formed).
+        let access = auth::authorize(
+            &req.method,
+            &req.path,
+            req.header("authorization"),
+            keys.as_deref(),
+        );
+        let key = access.key();
+        if let Some(key) = key {
+            key.count_request();
+        }
+        let outcome = match self
+            .rate_limit(client, &req.path)
+            .and_then(|()| access.check())
+        {
             Err(e) => Ok(Err(e)),
             Ok(()) => catch_unwind(AssertUnwindSafe(|| dispatch(&self.ctx, &req, route))),
         };
@@ -76,7 +96,7 @@ impl Service {
             .metrics
             .observe(&req.method, route.pattern(), resp.status, took);
         if log::log_enabled!(log::Level::Info) {
-            access_line(client, &req, &resp, took);
+            access_line(client, &req, &resp, took, key.map(|k| k.name()));
         }
         resp
     }
@@ -108,12 +128,19 @@ fn log_error(e: &ApiError, rid: &str) {
     }
 }
 
-/// `client "METHOD path" status bytes duration id=...`: the target is clipped and
-/// escaped so a hostile request line cannot forge or flood log lines. Written through
+/// `client "METHOD path" status bytes duration id=... key=...`: the target is clipped
+/// and escaped so a hostile request line cannot forge or flood log lines; `key` is the
+/// API key's name (never its secret), `-` when none was recognised. Written through
 /// `Display` wrappers, so a line costs no allocation of its own.
-fn access_line(client: Option<IpAddr>, req: &Request, resp: &Response, took: Duration) {
+fn access_line(
+    client: Option<IpAddr>,
+    req: &Request,
+    resp: &Response,
+    took: Duration,
+    key: Option<&str>,
+) {
     info!(
-        "{} \"{} {}\" {} {} {:.3}ms id={}",
+        "{} \"{} {}\" {} {} {:.3}ms id={} key={}",
         OrDash(client),
         req.method,
         Target(req),
@@ -121,6 +148,7 @@ fn access_line(client: Option<IpAddr>, req: &Request, resp: &Response, took: Dur
         resp.body.len(),
         took.as_secs_f64() * 1000.0,
         OrDash(resp.header("x-request-id")),
+        OrDash(key),
     );
 }
 
@@ -186,7 +214,7 @@ mod tests {
             ctx: Ctx {
                 db: Db::new(&config.db),
                 metrics: Metrics::new("test"),
-                api_token: None,
+                keys: None,
                 max_body_bytes: 100,
             },
             served_by: Some("replica-1".into()),

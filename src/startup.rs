@@ -117,16 +117,26 @@ impl App {
                 e.chain()
             );
         }
-        if config.api_token.is_none() {
-            warn!(
-                "API_TOKEN is not set: the /user and /users routes are open to anyone who can connect"
-            );
+        match &config.api_keys {
+            None => warn!(
+                "API_TOKEN is not set, nor API_KEYS_FILE: the /user and /users routes are open to anyone who can connect"
+            ),
+            Some(store) => info!(
+                "API keys: {} from {}",
+                store.current().len(),
+                store
+                    .file()
+                    .map_or("API_TOKEN".into(), |f| f.display().to_string())
+            ),
+        }
+        for warning in &config.warnings {
+            warn!("{warning}");
         }
         let service = Service {
             ctx: Ctx {
                 db,
                 metrics: Metrics::new(VERSION),
-                api_token: config.api_token.clone(),
+                keys: config.api_keys.clone(),
                 max_body_bytes: config.server.max_body_bytes,
             },
             served_by: config.served_by.clone(),

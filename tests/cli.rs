@@ -19,7 +19,7 @@ use common::{TempDir, TestCluster, free_port, fresh_database, poll_until, spawn_
 const BIN: &str = env!("CARGO_BIN_EXE_user-api");
 
 /// Every variable the issue names; `--help` must list each.
-const VARIABLES: [&str; 18] = [
+const VARIABLES: [&str; 19] = [
     "DATABASE_URL",
     "DB_HOST",
     "DB_PORT",
@@ -37,6 +37,7 @@ const VARIABLES: [&str; 18] = [
     "MAX_BODY_BYTES",
     "API_TOKEN",
     "API_TOKEN_FILE",
+    "API_KEYS_FILE",
     "SHUTDOWN_TIMEOUT",
 ];
 
@@ -1001,6 +1002,391 @@ fn serve_logs_a_500_with_its_request_id() {
         error_line.is_some(),
         "no ERROR line with the request id: {}",
         server.stderr()
+    );
+}
+
+// ---- API keys --------------------------------------------------------------------------
+
+/// `user-api keys new NAME --scope SCOPES`: the secret, then its keys-file line.
+fn new_key(sandbox: &Sandbox, name: &str, scopes: &str) -> (String, String) {
+    let run = sandbox.run(
+        &["keys", "new", name, "--scope", scopes],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", run.describe());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "exactly two lines: {}", run.describe());
+    (lines[0].to_owned(), lines[1].to_owned())
+}
+
+/// SHA-256 in hex by coreutils' `sha256sum`, not by the code under test.
+fn sha256sum(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+/// Writes `contents` to `path` the way an operator should: a new file, then a rename,
+/// so the server never reads half a file.
+fn replace_file(path: &std::path::Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn sighup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP {}", child.id());
+}
+
+/// Sends SIGHUP and waits for the log line of the reload (or of its refusal), the
+/// `nth` such line since start-up.
+fn reload(server: &ServerProcess, nth: usize) -> String {
+    sighup(&server.child);
+    let done = poll_until(Duration::from_secs(10), || {
+        let stderr = server.stderr();
+        (stderr.matches("API keys reloaded").count()
+            + stderr.matches("API keys NOT reloaded").count()
+            >= nth)
+            .then_some(stderr)
+    });
+    done.unwrap_or_else(|| panic!("no reload logged after SIGHUP: {}", server.stderr()))
+}
+
+fn get_users(conn: &mut common::HttpConnection, secret: &str) -> u16 {
+    let auth = format!("Bearer {secret}");
+    let r = conn
+        .send("GET", "/users", &[("Authorization", &auth)], None)
+        .expect("the keep-alive connection still answers");
+    assert!(
+        !r.closes_connection(),
+        "the server closed the keep-alive connection"
+    );
+    r.status
+}
+
+#[test]
+fn keys_new_prints_a_fresh_secret_then_its_line_with_the_secrets_sha256() {
+    let sandbox = Sandbox::new();
+
+    let (secret, line) = new_key(&sandbox, "dashboard", "read");
+    let (other, both) = new_key(&sandbox, "provisioning", "read,write");
+
+    let hex = secret
+        .strip_prefix("uak_")
+        .expect("the secret has its prefix");
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "256 bits in hex: {secret}"
+    );
+    assert_ne!(secret, other, "each secret is new");
+    assert_eq!(
+        line,
+        format!("dashboard read sha256:{}", sha256sum(&secret))
+    );
+    assert_eq!(
+        both,
+        format!("provisioning read,write sha256:{}", sha256sum(&other))
+    );
+}
+
+#[test]
+fn keys_new_refuses_a_bad_name_or_scope_with_exit_2() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["keys", "new", "dash board", "--scope", "read"][..],
+        &["keys", "new", "dash", "--scope", "admin"],
+        &["keys", "new", "dash"],
+        &["keys", "new"],
+        &["keys", "frobnicate"],
+    ] {
+        let run = sandbox.run(args, &[], Duration::from_secs(10));
+
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.describe());
+        assert!(
+            run.stdout.is_empty(),
+            "{args:?}: no secret printed: {}",
+            run.describe()
+        );
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "{args:?}: {}",
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn keys_check_exits_0_for_a_sound_file_and_2_with_one_line_per_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let (_, line) = new_key(&sandbox, "dash", "read");
+    let (_, other) = new_key(&sandbox, "prov", "write");
+    let hash = line.rsplit(' ').next().unwrap().to_owned();
+    let check = |contents: &str, mode: u32| {
+        let path = sandbox.dir.write("keys", contents);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let run = sandbox.run(
+            &["keys", "check", &path.display().to_string()],
+            &[],
+            Duration::from_secs(10),
+        );
+        (
+            run.status.code(),
+            run.stdout.lines().map(str::to_owned).collect::<Vec<_>>(),
+            path,
+        )
+    };
+
+    let (code, out, _) = check(&format!("# keys\n\n{line}\n{other}\n"), 0o600);
+    assert_eq!(code, Some(0), "{out:?}");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("ok, 2 keys"), "{out:?}");
+
+    let (code, out, _) = check(&format!("\u{feff}{line}\r\n{other}\r\n"), 0o600);
+    assert_eq!(
+        code,
+        Some(0),
+        "a byte-order mark and CRLF are accepted: {out:?}"
+    );
+
+    let (code, out, path) = check(&format!("{line}\n"), 0o644);
+    assert_eq!(code, Some(0), "{out:?}");
+    assert!(
+        out[0].starts_with("warning:") && out[0].contains("readable by every user"),
+        "{out:?}"
+    );
+
+    let bad = [
+        line.as_str(),
+        &line.replace("sha256:", "sha256:0"),
+        &format!("dash write {}", &other[other.len() - 71..]),
+        &format!("admin admin {hash}"),
+        &format!("bad name read {hash}"),
+        &format!("twin read {hash}"),
+    ]
+    .join("\n");
+    let (code, out, _) = check(&bad, 0o600);
+    assert_eq!(code, Some(2), "{out:?}");
+    let p = path.display().to_string();
+    let want = [
+        format!("{p}:2: the hash must be 64 hex digits"),
+        format!("{p}:3: duplicate name \"dash\" (first on line 1)"),
+        format!("{p}:4: unknown scope \"admin\""),
+        format!("{p}:5: expected 3 fields"),
+        format!("{p}:6: the same hash as line 1"),
+    ];
+    assert_eq!(out.len(), want.len(), "one line per problem: {out:#?}");
+    for (got, want) in out.iter().zip(&want) {
+        assert!(
+            got.starts_with(want.as_str()),
+            "{got:?} does not start with {want:?}"
+        );
+    }
+
+    for empty in ["", "# nothing yet\n"] {
+        let (code, out, _) = check(empty, 0o600);
+        assert_eq!(code, Some(2), "{empty:?}: {out:?}");
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("no keys"), "{out:?}");
+    }
+
+    let missing = sandbox.dir.path().join("nope").display().to_string();
+    let run = sandbox.run(&["keys", "check", &missing], &[], Duration::from_secs(10));
+    assert_eq!(run.status.code(), Some(2), "{}", run.describe());
+}
+
+#[test]
+fn serve_exits_2_with_one_line_for_a_bad_keys_file_or_a_token_beside_it() {
+    let sandbox = Sandbox::new();
+    let (_, line) = new_key(&sandbox, "dash", "read");
+    let good = sandbox.dir.write("good", &format!("{line}\n"));
+    let bad = sandbox
+        .dir
+        .write("bad", &format!("{line}\ndash read sha256:00\n"));
+    let cases: Vec<(&str, Env, &str)> = vec![
+        (
+            "a bad keys file",
+            vec![("API_KEYS_FILE", bad.display().to_string())],
+            ":2:",
+        ),
+        (
+            "API_KEYS_FILE and API_TOKEN",
+            vec![
+                ("API_KEYS_FILE", good.display().to_string()),
+                ("API_TOKEN", "tok-secret-5150".into()),
+            ],
+            "not both",
+        ),
+        (
+            "API_KEYS_FILE and API_TOKEN_FILE",
+            vec![
+                ("API_KEYS_FILE", good.display().to_string()),
+                ("API_TOKEN_FILE", good.display().to_string()),
+            ],
+            "not both",
+        ),
+    ];
+    for (case, extra, says) in cases {
+        let mut envs = valid_env();
+        envs.extend(extra);
+
+        let run = sandbox.run(&["serve"], &envs, Duration::from_secs(10));
+
+        let context = format!("{case}: {}", run.describe());
+        assert_eq!(run.status.code(), Some(2), "{context}");
+        let lines: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {context}");
+        assert!(
+            lines[0].contains("API_KEYS_FILE") && lines[0].contains(says),
+            "{context}"
+        );
+        assert!(!run.output().contains("tok-secret-5150"), "{context}");
+    }
+}
+
+#[test]
+fn sighup_rotates_the_keys_with_a_keep_alive_connection_open_across_each_reload() {
+    let db = fresh_database();
+    let sandbox = Sandbox::new();
+    let (old, old_line) = new_key(&sandbox, "dashboard", "read");
+    let (new, new_line) = new_key(&sandbox, "dashboard-2", "read");
+    let file = sandbox.dir.path().join("api_keys");
+    replace_file(&file, &format!("{old_line}\n"));
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", db.url.clone()),
+        ("API_KEYS_FILE", file.display().to_string()),
+        ("LOG_LEVEL", "info".into()),
+    ]);
+    let mut conn = common::HttpConnection::open(server.addr).unwrap();
+    assert_eq!(get_users(&mut conn, &old), 200);
+    assert_eq!(get_users(&mut conn, &new), 401);
+
+    // Step 1 of a rotation: both lines, both work.
+    replace_file(&file, &format!("{old_line}\n{new_line}\n"));
+    let log = reload(&server, 1);
+    assert!(log.contains("added: dashboard-2; removed: none"), "{log}");
+    assert_eq!(
+        get_users(&mut conn, &old),
+        200,
+        "the old key, during the overlap"
+    );
+    assert_eq!(
+        get_users(&mut conn, &new),
+        200,
+        "the new key, during the overlap"
+    );
+
+    // Step 2: the old line goes, and so does the old key.
+    replace_file(&file, &format!("{new_line}\n"));
+    let log = reload(&server, 2);
+    assert!(log.contains("added: none; removed: dashboard"), "{log}");
+    assert_eq!(
+        get_users(&mut conn, &new),
+        200,
+        "the new key, after the reload"
+    );
+    assert_eq!(
+        get_users(&mut conn, &old),
+        401,
+        "the removed key, after the reload"
+    );
+    let fresh = |secret: &str| {
+        let auth = format!("Bearer {secret}");
+        common::client::send(
+            server.addr,
+            "GET",
+            "/users",
+            &[("Authorization", &auth)],
+            None,
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(
+        (fresh(&new), fresh(&old)),
+        (200, 401),
+        "on a new connection"
+    );
+
+    let stderr = server.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("\"GET /users\" 200") && l.contains("key=dashboard-2")),
+        "the access line names the key: {stderr}"
+    );
+    for secret in [old.as_str(), new.as_str(), &old_line[old_line.len() - 64..]] {
+        assert!(!stderr.contains(secret), "the log holds {secret:?}");
+    }
+}
+
+#[test]
+fn sighup_with_a_broken_keys_file_keeps_the_keys_in_force_and_logs_why() {
+    let db = fresh_database();
+    let sandbox = Sandbox::new();
+    let (key, line) = new_key(&sandbox, "dashboard", "read");
+    let file = sandbox.dir.path().join("api_keys");
+    replace_file(&file, &format!("{line}\n"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let world_readable = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(&file, world_readable).unwrap();
+    }
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", db.url.clone()),
+        ("API_KEYS_FILE", file.display().to_string()),
+        ("LOG_LEVEL", "info".into()),
+    ]);
+    let mut conn = common::HttpConnection::open(server.addr).unwrap();
+    assert_eq!(get_users(&mut conn, &key), 200);
+    let stderr = server.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("readable by every user (mode 0644)")),
+        "a world-readable keys file is worth a warning at start-up: {stderr}"
+    );
+
+    replace_file(&file, &format!("{line}\nintruder admin sha256:00\n"));
+    let log = reload(&server, 1);
+
+    assert!(
+        log.contains("API keys NOT reloaded, keeping the 1 in force"),
+        "{log}"
+    );
+    assert!(log.contains("api_keys:2: unknown scope \"admin\""), "{log}");
+    assert_eq!(get_users(&mut conn, &key), 200, "the old key still works");
+
+    std::fs::remove_file(&file).unwrap();
+    let log = reload(&server, 2);
+    assert!(log.contains("cannot read"), "{log}");
+    assert_eq!(
+        get_users(&mut conn, &key),
+        200,
+        "a missing file changes nothing either"
     );
 }
 

@@ -3,12 +3,17 @@
 use super::Ctx;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::metrics::Metrics;
 
 /// The OpenAPI document, embedded at build time.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
-    let text = ctx.metrics.render(ctx.db.stats(), ctx.db.replica_stats());
+    let mut text = ctx.metrics.render(ctx.db.stats(), ctx.db.replica_stats());
+    if let Some(store) = &ctx.keys {
+        let keys = store.current();
+        Metrics::render_key_requests(&mut text, keys.keys().map(|k| (k.name(), k.requests())));
+    }
     Ok(Response::new(200)
         .with_header("Content-Type", "text/plain; version=0.0.4")
         .with_body(text.into_bytes()))

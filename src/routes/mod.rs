@@ -1,37 +1,33 @@
-//! Dispatch: authentication first, then the route, then one short handler per endpoint.
+//! Dispatch: the route, then one short handler per endpoint. Authorisation has already
+//! happened (see [`crate::service`] and [`crate::auth`]).
 
 mod health;
 mod meta;
 mod users;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use crate::auth;
-use crate::config::Secret;
 use crate::db::Db;
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::http::{Request, Response};
+use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::router::{self, Endpoint, Route};
+use crate::router::{Endpoint, Route};
 
-/// What handlers share: the pool, the metrics and the request limits.
+/// What handlers share: the pool, the metrics, the API keys and the request limits.
 pub struct Ctx {
     pub db: Db,
     pub metrics: Metrics,
-    pub api_token: Option<Secret>,
+    /// The API keys in force; `None`: the user routes are open.
+    pub keys: Option<Arc<KeyStore>>,
     pub max_body_bytes: usize,
 }
 
 /// Answers one request that `route` was already computed for.
 pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, ApiError> {
-    // SECURITY: authentication comes before anything else about the request, so an
-    // anonymous client learns nothing (not even whether an id is well formed).
-    if let Some(token) = &ctx.api_token {
-        if router::is_protected(&req.path) {
-            auth::check(req, token)?;
-        }
-    }
     let (endpoint, id) = match route {
         Route::Found { endpoint, id, .. } => (endpoint, id),
         Route::MethodNotAllowed { allow, .. } => return Err(ApiError::MethodNotAllowed { allow }),

@@ -8,6 +8,7 @@ mod auth;
 mod errors;
 mod health;
 mod http;
+mod keys;
 mod metrics;
 mod openapi;
 mod replica;
