@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
+use tokio_postgres::config::ChannelBinding;
 
+use crate::db::Endpoint;
+use crate::db::tls::{Connector, SslMode, TlsSettings, extract};
 use crate::http::client_addr::{Cidr, parse_list};
 use crate::http::server::ServerConfig;
 use crate::keys::{KeySet, KeyStore};
@@ -43,6 +46,31 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "DB_PASSWORD_FILE",
         "-",
         "file holding the password (else $CREDENTIALS_DIRECTORY/db_password)",
+    ),
+    (
+        "DB_SSLMODE",
+        "prefer",
+        "TLS to PostgreSQL: disable, prefer, require, verify-ca or verify-full (libpq's meanings)",
+    ),
+    (
+        "DB_SSLROOTCERT",
+        "-",
+        "PEM file of the CA(s) to verify the server against (else $CREDENTIALS_DIRECTORY/db_sslrootcert)",
+    ),
+    (
+        "DB_SSLCERT",
+        "-",
+        "PEM client certificate, for cert authentication (else $CREDENTIALS_DIRECTORY/db_sslcert)",
+    ),
+    (
+        "DB_SSLKEY",
+        "-",
+        "PEM key of DB_SSLCERT (else $CREDENTIALS_DIRECTORY/db_sslkey)",
+    ),
+    (
+        "DB_CHANNEL_BINDING",
+        "prefer",
+        "SCRAM channel binding over TLS: disable, prefer or require",
     ),
     (
         "DATABASE_READ_URL",
@@ -225,10 +253,9 @@ impl fmt::Debug for Secret {
 /// Where and how to reach PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
-    /// Connection settings; its `Debug` redacts the password.
-    pub pg: tokio_postgres::Config,
+    pub primary: Endpoint,
     /// A streaming replica for reads, when one is configured.
-    pub read_pg: Option<tokio_postgres::Config>,
+    pub replica: Option<Endpoint>,
     pub pool_size: u32,
     pub pool_timeout: Duration,
     pub connect_timeout: Duration,
@@ -307,14 +334,8 @@ impl Config {
 }
 
 fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
-    let mut pg = match env.get("DATABASE_URL") {
-        Some(url) => tokio_postgres::Config::from_str(&url).map_err(|_| {
-            // The parser's message may quote the URL, password included: say less.
-            err(
-                "DATABASE_URL",
-                "not a valid postgres:// URL or key=value string",
-            )
-        })?,
+    let (mut pg, tls) = match env.get("DATABASE_URL") {
+        Some(url) => parse_url(env, "DATABASE_URL", &url)?,
         None => {
             let mut pg = tokio_postgres::Config::new();
             let host = env.get("DB_HOST").unwrap_or_else(|| "localhost".into());
@@ -322,19 +343,26 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
                 .port(env.parse_in("DB_PORT", 5432, 1..=65535)?)
                 .dbname(&env.require("DB_NAME")?)
                 .user(&env.require("DB_USER")?);
-            pg
+            let tls = tls_settings(env, None)?;
+            (pg, tls)
         }
     };
     if let Some(password) = env.secret("DB_PASSWORD", "DB_PASSWORD_FILE", "db_password")? {
         pg.password(password.expose());
     }
     let statement_timeout: u64 = env.parse_in("DB_STATEMENT_TIMEOUT_MS", 5000, 0..=86_400_000)?;
-    tune(&mut pg, statement_timeout);
-    let read_pg = read_config(env, &pg, statement_timeout)?;
+    let channel_binding = channel_binding(env)?;
+    tune(&mut pg, statement_timeout, channel_binding);
+    let var = if env.get("DATABASE_URL").is_some() {
+        "DATABASE_URL"
+    } else {
+        "DB_SSLMODE"
+    };
+    let replica = read_config(env, &pg, &tls, statement_timeout, channel_binding)?;
     let default_pool = u32::try_from(workers).unwrap_or(u32::MAX);
     Ok(DbConfig {
-        pg,
-        read_pg,
+        primary: endpoint(var, pg, &tls)?,
+        replica,
         pool_size: env.parse_in("DB_POOL_SIZE", default_pool, 1..=1024)?,
         pool_timeout: Duration::from_millis(env.parse_in(
             "DB_POOL_TIMEOUT_MS",
@@ -350,6 +378,107 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
     })
 }
 
+/// A connection URL (or libpq key=value string) and its TLS settings: the parameters
+/// it names itself, the `DB_SSL*` variables for the rest.
+fn parse_url(
+    env: &Env<'_>,
+    var: &'static str,
+    url: &str,
+) -> Result<(tokio_postgres::Config, TlsSettings), ConfigError> {
+    let extracted = extract(url);
+    let pg = tokio_postgres::Config::from_str(&extracted.rest).map_err(|e| {
+        // The parser's message may quote the URL, password included: say less, but
+        // name an unknown or bad parameter (its own text never holds a value).
+        let why = e.to_string();
+        let detail = why
+            .strip_prefix("invalid configuration: ")
+            .filter(|d| {
+                d.starts_with("unknown option") || d.starts_with("invalid value for option")
+            })
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        err(
+            var,
+            format!("not a valid postgres:// URL or key=value string{detail}"),
+        )
+    })?;
+    let tls = tls_settings(env, Some((var, &extracted)))?;
+    Ok((pg, tls))
+}
+
+/// The TLS settings: what `from_url` names, else the `DB_SSL*` variables, else (for the
+/// files) the systemd credentials `db_sslrootcert`, `db_sslcert`, `db_sslkey`.
+fn tls_settings(
+    env: &Env<'_>,
+    from_url: Option<(&'static str, &crate::db::tls::Extracted)>,
+) -> Result<TlsSettings, ConfigError> {
+    let pick = |url_value: Option<&String>, var: &'static str| -> (Option<String>, &'static str) {
+        match (url_value, from_url) {
+            (Some(v), Some((url_var, _))) => (Some(v.clone()), url_var),
+            _ => (env.get(var), var),
+        }
+    };
+    let url = from_url.map(|(_, e)| e);
+    let (mode, mode_var) = pick(url.and_then(|e| e.mode.as_ref()), "DB_SSLMODE");
+    let mode = match mode {
+        Some(m) => SslMode::parse(m.trim()).map_err(|e| err(mode_var, format!("sslmode {e}")))?,
+        None => SslMode::Prefer,
+    };
+    let file = |url_value: Option<&String>, var: &'static str, credential: &str| {
+        pick(url_value, var).0.map(PathBuf::from).or_else(|| {
+            let path = PathBuf::from(env.get("CREDENTIALS_DIRECTORY")?).join(credential);
+            path.exists().then_some(path)
+        })
+    };
+    Ok(TlsSettings {
+        mode,
+        root_cert: file(
+            url.and_then(|e| e.root_cert.as_ref()),
+            "DB_SSLROOTCERT",
+            "db_sslrootcert",
+        ),
+        client_cert: file(
+            url.and_then(|e| e.client_cert.as_ref()),
+            "DB_SSLCERT",
+            "db_sslcert",
+        ),
+        client_key: file(
+            url.and_then(|e| e.client_key.as_ref()),
+            "DB_SSLKEY",
+            "db_sslkey",
+        ),
+    })
+}
+
+fn channel_binding(env: &Env<'_>) -> Result<Option<ChannelBinding>, ConfigError> {
+    Ok(
+        match env.get("DB_CHANNEL_BINDING").as_deref().map(str::trim) {
+            None => None,
+            Some("disable") => Some(ChannelBinding::Disable),
+            Some("prefer") => Some(ChannelBinding::Prefer),
+            Some("require") => Some(ChannelBinding::Require),
+            Some(other) => {
+                return Err(err(
+                    "DB_CHANNEL_BINDING",
+                    format!("{other:?} is not one of disable, prefer, require"),
+                ));
+            }
+        },
+    )
+}
+
+/// Connection settings and the TLS connector built from `tls` (files read now, so a
+/// bad one stops start-up).
+fn endpoint(
+    var: &'static str,
+    mut pg: tokio_postgres::Config,
+    tls: &TlsSettings,
+) -> Result<Endpoint, ConfigError> {
+    pg.ssl_mode(tls.mode.driver_mode());
+    let connector = Connector::new(tls).map_err(|e| err(var, e))?;
+    Ok(Endpoint { pg, tls: connector })
+}
+
 /// The server gets the first word: half a second past its own statement timeout, so a
 /// slow statement ends with its (clearer) error, and ours only when nothing answers.
 fn query_timeout_default(statement_timeout_ms: u64) -> u64 {
@@ -360,7 +489,11 @@ fn query_timeout_default(statement_timeout_ms: u64) -> u64 {
 }
 
 /// Settings every connection gets, to the primary and to a replica alike.
-fn tune(pg: &mut tokio_postgres::Config, statement_timeout_ms: u64) {
+fn tune(
+    pg: &mut tokio_postgres::Config,
+    statement_timeout_ms: u64,
+    channel_binding: Option<ChannelBinding>,
+) {
     // A literal IP skips the resolver thread tokio-postgres starts for every new
     // connection to a host name.
     let ips: Vec<_> = pg
@@ -382,6 +515,10 @@ fn tune(pg: &mut tokio_postgres::Config, statement_timeout_ms: u64) {
         // database is cut, so such a request fails instead of hanging.
         .tcp_user_timeout(Duration::from_secs(10))
         .keepalives_idle(Duration::from_secs(30));
+    // The URL's own `channel_binding` stands unless the variable says otherwise.
+    if let Some(cb) = channel_binding {
+        pg.channel_binding(cb);
+    }
     // Sent as a start-up option, which PgBouncer refuses unless told to ignore it: with
     // 0 nothing is sent, and a pooler can set the limit itself (`connect_query`).
     if statement_timeout_ms > 0 {
@@ -389,20 +526,18 @@ fn tune(pg: &mut tokio_postgres::Config, statement_timeout_ms: u64) {
     }
 }
 
-/// The replica: `DATABASE_READ_URL`, or the primary's database, user and password at
-/// `DB_READ_HOST` (and `DB_READ_PORT`).
+/// The replica: `DATABASE_READ_URL`, or the primary's database, user, password and TLS
+/// settings at `DB_READ_HOST` (and `DB_READ_PORT`).
 fn read_config(
     env: &Env<'_>,
     primary: &tokio_postgres::Config,
+    primary_tls: &TlsSettings,
     statement_timeout_ms: u64,
-) -> Result<Option<tokio_postgres::Config>, ConfigError> {
-    let mut pg = if let Some(url) = env.get("DATABASE_READ_URL") {
-        tokio_postgres::Config::from_str(&url).map_err(|_| {
-            err(
-                "DATABASE_READ_URL",
-                "not a valid postgres:// URL or key=value string",
-            )
-        })?
+    channel_binding: Option<ChannelBinding>,
+) -> Result<Option<Endpoint>, ConfigError> {
+    let (mut pg, tls, var) = if let Some(url) = env.get("DATABASE_READ_URL") {
+        let (pg, tls) = parse_url(env, "DATABASE_READ_URL", &url)?;
+        (pg, tls, "DATABASE_READ_URL")
     } else if let Some(host) = env.get("DB_READ_HOST") {
         let port = *primary.get_ports().first().unwrap_or(&5432);
         let mut pg = tokio_postgres::Config::new();
@@ -414,7 +549,7 @@ fn read_config(
         if let Some(user) = primary.get_user() {
             pg.user(user);
         }
-        pg
+        (pg, primary_tls.clone(), "DB_READ_HOST")
     } else {
         return Ok(None);
     };
@@ -423,8 +558,8 @@ fn read_config(
             pg.password(pw);
         }
     }
-    tune(&mut pg, statement_timeout_ms);
-    Ok(Some(pg))
+    tune(&mut pg, statement_timeout_ms, channel_binding);
+    endpoint(var, pg, &tls).map(Some)
 }
 
 /// `API_KEYS_FILE` (or the `api_keys` credential), else `API_TOKEN*` as one key, else
@@ -616,8 +751,8 @@ mod tests {
         assert_eq!(c.db.connect_timeout, Duration::from_secs(30));
         assert_eq!(c.server.max_body_bytes, 65_536);
         assert_eq!(c.log_level, LevelFilter::Info);
-        assert_eq!(c.db.pg.get_ports(), &[5432]);
-        assert_eq!(c.db.pg.get_application_name(), Some("user-api"));
+        assert_eq!(c.db.primary.pg.get_ports(), &[5432]);
+        assert_eq!(c.db.primary.pg.get_application_name(), Some("user-api"));
         assert!(c.api_keys.is_none());
         assert!(c.rate_limit.is_none());
         let c = config(&with(&[("RATE_LIMIT_PER_SEC", "5")])).unwrap();
@@ -704,7 +839,7 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert_eq!(c.db.pg.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(c.db.primary.pg.get_password(), Some(&b"s3cret"[..]));
         let keys = c.api_keys.unwrap().current();
         assert_eq!(keys.find("tok").map(|k| k.name()), Some("api-token"));
         std::fs::remove_dir_all(dir).unwrap();
@@ -754,11 +889,11 @@ mod tests {
             ("WORKERS", "3"),
         ])
         .unwrap();
-        assert_eq!(c.db.pg.get_ports(), &[6543]);
-        assert_eq!(c.db.pg.get_dbname(), Some("d"));
+        assert_eq!(c.db.primary.pg.get_ports(), &[6543]);
+        assert_eq!(c.db.primary.pg.get_dbname(), Some("d"));
         assert_eq!(c.db.pool_size, 3);
         assert!(c.api_keys.is_none());
-        assert_eq!(c.db.pg.get_hostaddrs().len(), 1);
+        assert_eq!(c.db.primary.pg.get_hostaddrs().len(), 1);
     }
 
     #[test]
@@ -768,7 +903,7 @@ mod tests {
             ("DB_READ_HOST", "10.0.0.9"),
         ]))
         .unwrap();
-        let r = c.db.read_pg.unwrap();
+        let r = c.db.replica.unwrap().pg;
         assert_eq!(
             r.get_hostaddrs(),
             &["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
@@ -781,12 +916,12 @@ mod tests {
             ("DATABASE_READ_URL", "postgres://u@127.0.0.2:5433/d"),
         ])
         .unwrap();
-        let r = c.db.read_pg.unwrap();
+        let r = c.db.replica.unwrap().pg;
         assert_eq!(
             (r.get_ports(), r.get_password()),
             (&[5433][..], Some(&b"p"[..]))
         );
-        assert!(config(BASE).unwrap().db.read_pg.is_none());
+        assert!(config(BASE).unwrap().db.replica.is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod migrate;
 mod session;
+pub mod tls;
 pub mod users;
 
 use std::sync::Arc;
@@ -18,6 +19,14 @@ pub use session::{DbError, Session};
 
 use crate::config::DbConfig;
 use crate::error::{ApiError, chain};
+
+/// One database server to connect to: its connection settings (whose `Debug` redacts
+/// the password) and the TLS connector built for it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub pg: tokio_postgres::Config,
+    pub tls: tls::Connector,
+}
 
 /// Why waiting for the database ended without a connection.
 #[derive(Debug)]
@@ -37,7 +46,7 @@ pub fn connect_with_retry(
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match Session::connect(&cfg.pg, cfg.query_timeout) {
+        match Session::connect(&cfg.primary, cfg.query_timeout) {
             Ok(client) => return Ok(client),
             Err(e) if is_final(&e) || Instant::now() + delay > deadline => {
                 return Err(WaitError::Database(e));
@@ -106,8 +115,8 @@ impl Db {
     /// background, and a request that finds none in `pool_timeout` gets a 503.
     pub fn new(cfg: &DbConfig) -> Db {
         Db {
-            primary: PgPool::new(&cfg.pg, cfg),
-            replica: cfg.read_pg.as_ref().map(|pg| PgPool::new(pg, cfg)),
+            primary: PgPool::new(&cfg.primary, cfg),
+            replica: cfg.replica.as_ref().map(|r| PgPool::new(r, cfg)),
             replica_fallbacks: AtomicU64::new(0),
             replica_resting_until: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -183,10 +192,10 @@ struct PgPool {
 }
 
 impl PgPool {
-    fn new(pg: &tokio_postgres::Config, cfg: &DbConfig) -> PgPool {
+    fn new(endpoint: &Endpoint, cfg: &DbConfig) -> PgPool {
         let suspect = Arc::new(AtomicU64::new(0));
         let manager = Manager {
-            pg: pg.clone(),
+            endpoint: endpoint.clone(),
             query_timeout: cfg.query_timeout,
             suspect: Arc::clone(&suspect),
         };
@@ -334,7 +343,7 @@ pub struct Conn {
 
 /// Opens sessions for r2d2. Their check before use is `PgPool::checkout`'s.
 struct Manager {
-    pg: tokio_postgres::Config,
+    endpoint: Endpoint,
     query_timeout: Duration,
     suspect: Arc<AtomicU64>,
 }
@@ -346,7 +355,7 @@ impl ManageConnection for Manager {
     fn connect(&self) -> Result<Conn, DbError> {
         let checked_at = self.suspect.load(Ordering::Relaxed);
         Ok(Conn {
-            session: Session::connect(&self.pg, self.query_timeout)?,
+            session: Session::connect(&self.endpoint, self.query_timeout)?,
             checked_at,
         })
     }

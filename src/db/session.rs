@@ -16,11 +16,16 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::error::Severity;
-use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{
-    AsyncMessage, Client, Config, Connection, NoTls, Row, SimpleQueryMessage, Socket,
-};
+use tokio_postgres::{AsyncMessage, Client, Connection, Row, SimpleQueryMessage, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::Endpoint;
+
+/// The stream under a connection: TLS when it was negotiated, else the plain socket (one
+/// type either way, so that `sslmode=prefer` needs no second code path).
+type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
 
 /// Why a statement (or a connection attempt) failed.
 #[derive(Debug)]
@@ -92,7 +97,7 @@ pub struct Session {
 /// Kept apart from the client so that a statement can borrow the client while the driver
 /// awaits it.
 struct Driver {
-    connection: Connection<Socket, NoTlsStream>,
+    connection: Connection<Socket, TlsStream>,
     /// Always `Some` until dropped (see `Drop`).
     runtime: Option<Runtime>,
     deadline: Duration,
@@ -180,13 +185,13 @@ fn is_fatal(e: &tokio_postgres::Error) -> bool {
 impl Session {
     /// Opens a connection: the TCP connect, authentication and start-up, all within
     /// `deadline`, which then bounds each statement too.
-    pub fn connect(pg: &Config, deadline: Duration) -> Result<Session, DbError> {
+    pub fn connect(endpoint: &Endpoint, deadline: Duration) -> Result<Session, DbError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(DbError::Runtime)?;
-        let connected =
-            runtime.block_on(async { tokio::time::timeout(deadline, pg.connect(NoTls)).await });
+        let connect = endpoint.pg.connect(endpoint.tls.make());
+        let connected = runtime.block_on(async { tokio::time::timeout(deadline, connect).await });
         let (client, connection) = match connected {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(DbError::Pg(e)),
@@ -264,11 +269,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
-        let mut pg = Config::new();
+        let mut pg = tokio_postgres::Config::new();
         pg.host("127.0.0.1").port(port).user("u").dbname("d");
+        let tls = crate::db::tls::Connector::new(&Default::default()).unwrap();
 
         let started = Instant::now();
-        let result = Session::connect(&pg, Duration::from_millis(200));
+        let result = Session::connect(&Endpoint { pg, tls }, Duration::from_millis(200));
         let took = started.elapsed();
 
         assert!(

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod errors;
+mod failover;
 mod health;
 mod http;
 mod keys;

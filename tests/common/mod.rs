@@ -12,7 +12,7 @@ pub mod tempdir;
 
 pub use app::{TestApp, spawn_app, spawn_app_in, spawn_app_on, spawn_app_with};
 pub use client::{HttpConnection, HttpResponse};
-pub use pg::{TestCluster, TestDatabase, fresh_database};
+pub use pg::{DataDir, TestCluster, TestDatabase, fresh_database};
 pub use tempdir::TempDir;
 
 use std::collections::hash_map::RandomState;

@@ -243,6 +243,34 @@ pub fn superuser_password() -> &'static str {
     PASSWORD.get_or_init(|| format!("pw{:016x}{:016x}", super::random_u64(), super::random_u64()))
 }
 
+/// A cluster's data directory, for writing files the server reads.
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// Writes `name` (mode 0600, owned by the server's account, as PostgreSQL wants a
+    /// key file), replacing it if it exists.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        if let Some(o) = owner() {
+            std::os::unix::fs::chown(&path, Some(o.uid), Some(o.gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        }
+    }
+
+    /// Appends `lines` to `postgresql.conf`.
+    pub fn configure(&self, lines: &str) {
+        let path = self.0.join("postgresql.conf");
+        let mut conf = std::fs::read_to_string(&path).expect("read postgresql.conf");
+        conf.push('\n');
+        conf.push_str(lines);
+        conf.push('\n');
+        self.write("postgresql.conf", conf);
+    }
+}
+
 /// A PostgreSQL cluster of its own, in a temporary directory, on 127.0.0.1.
 pub struct TestCluster {
     dir: PathBuf,
@@ -266,6 +294,42 @@ impl TestCluster {
             }
         }
         panic!("could not start the test PostgreSQL cluster: {last_error}");
+    }
+
+    /// Initialises a cluster, lets `prepare` write files into its data directory (server
+    /// settings, `pg_hba.conf`, certificates), then starts it on a free port.
+    pub fn start_prepared(prepare: impl FnOnce(&DataDir)) -> TestCluster {
+        let mut cluster = TestCluster::init();
+        prepare(&DataDir(cluster.data_dir()));
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            cluster.port = super::free_port();
+            match cluster.pg_ctl_start() {
+                Ok(()) => return cluster,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start the test PostgreSQL cluster: {last_error}");
+    }
+
+    /// Writes a file into the data directory, as `start_prepared`'s `prepare` does, for
+    /// a change the running server picks up on `reload`.
+    pub fn data_dir_files(&self) -> DataDir {
+        DataDir(self.data_dir())
+    }
+
+    /// Makes the server re-read its configuration files (and its TLS certificates).
+    pub fn reload(&self) {
+        let out = pg_command(&binaries().pg_ctl)
+            .args(["reload", "-D"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run pg_ctl reload");
+        assert!(
+            out.status.success(),
+            "pg_ctl reload failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
 
     /// Initialises a cluster and starts it on `port`.

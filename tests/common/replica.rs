@@ -175,6 +175,22 @@ impl Replica {
             .expect("resume replay");
     }
 
+    /// Promotes the replica to a primary (`pg_ctl promote`, waiting until it accepts
+    /// writes), as a cluster manager does when the primary is lost.
+    pub fn promote(&self) {
+        let out = self
+            .command("pg_ctl")
+            .args(["promote", "-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
     /// Stops the replica (fast shutdown).
     pub fn stop(&self) {
         super::pg::pg_ctl_stop(&self.data_dir(), "fast");
