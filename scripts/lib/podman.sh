@@ -44,7 +44,10 @@ podman_conf() {
 	export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/deploy/offline/containers.conf}"
 	export DISABLE_HC_SYSTEMD=true
 	local backend
-	backend="$(podman info --format '{{.Host.NetworkBackend}}' 2> /dev/null || :)"
+	if ! backend="$(podman info --format '{{.Host.NetworkBackend}}' 2>&1)"; then
+		printf >&2 'podman info failed (CONTAINERS_CONF=%s):\n%s\n' "$CONTAINERS_CONF" "$(tail -n 3 <<< "$backend")"
+		return 1
+	fi
 	if [ "$backend" != netavark ]; then
 		printf >&2 'podman uses the network backend "%s", not netavark: container names will not resolve.\n' "${backend:-unknown}"
 		printf >&2 'Install netavark and aardvark-dns, and set [network] network_backend = "netavark" in %s.\n' "$CONTAINERS_CONF"
