@@ -380,10 +380,14 @@ fn tune(pg: &mut tokio_postgres::Config, statement_timeout_ms: u64) {
         // database is cut, so such a request fails instead of hanging.
         .tcp_user_timeout(Duration::from_secs(10))
         .keepalives_idle(Duration::from_secs(30));
-    // Sent as a start-up option, which PgBouncer refuses unless told to ignore it: with
+    // Sent as start-up options, which PgBouncer refuses unless told to ignore them: with
     // 0 nothing is sent, and a pooler can set the limit itself (`connect_query`).
+    // client_min_messages: NOTICEs are never news for this service (the migrations'
+    // "relation ... already exists, skipping" at every start); warnings still come.
     if statement_timeout_ms > 0 {
-        pg.options(format!("-c statement_timeout={statement_timeout_ms}"));
+        pg.options(format!(
+            "-c statement_timeout={statement_timeout_ms} -c client_min_messages=warning"
+        ));
     }
 }
 
