@@ -23,7 +23,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "DATABASE_URL",
         "-",
-        "postgres://user:pass@host:port/db; when set, the DB_* below except the password are ignored",
+        "postgres://user:pass@host:port/db; when set, the DB_* below are ignored (the password ones too when the URL has a password)",
     ),
     (
         "DB_HOST",
@@ -41,7 +41,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "-",
         "database user (required without DATABASE_URL)",
     ),
-    ("DB_PASSWORD", "-", "database password"),
+    (
+        "DB_PASSWORD",
+        "-",
+        "database password (a password inside DATABASE_URL wins)",
+    ),
     (
         "DB_PASSWORD_FILE",
         "-",
@@ -313,7 +317,11 @@ impl Config {
             )?),
         };
         let db = db_config(&env, workers)?;
-        let bind = env.parse("BIND", "0.0.0.0:5000".parse().expect("valid default"))?;
+        let bind = env.parse_as(
+            "BIND",
+            "0.0.0.0:5000".parse().expect("valid default"),
+            "host:port with a literal IP address, e.g. 127.0.0.1:5000 or [::]:5000",
+        )?;
         let (api_keys, warnings) = api_keys(&env)?;
         Ok(Config {
             db,
@@ -347,8 +355,13 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
             (pg, tls)
         }
     };
-    if let Some(password) = env.secret("DB_PASSWORD", "DB_PASSWORD_FILE", "db_password")? {
-        pg.password(password.expose());
+    // A password written into DATABASE_URL wins: it came with the user and host it belongs
+    // to, while a DB_PASSWORD may come from elsewhere, e.g. a .env copied from .env.example
+    // under scripts/dev, which sets DATABASE_URL with its own password.
+    if pg.get_password().is_none() {
+        if let Some(password) = env.secret("DB_PASSWORD", "DB_PASSWORD_FILE", "db_password")? {
+            pg.password(password.expose());
+        }
     }
     let statement_timeout: u64 = env.parse_in("DB_STATEMENT_TIMEOUT_MS", 5000, 0..=86_400_000)?;
     let channel_binding = channel_binding(env)?;
@@ -519,10 +532,14 @@ fn tune(
     if let Some(cb) = channel_binding {
         pg.channel_binding(cb);
     }
-    // Sent as a start-up option, which PgBouncer refuses unless told to ignore it: with
+    // Sent as start-up options, which PgBouncer refuses unless told to ignore them: with
     // 0 nothing is sent, and a pooler can set the limit itself (`connect_query`).
+    // client_min_messages: NOTICEs are never news for this service (the migrations'
+    // "relation ... already exists, skipping" at every start); warnings still come.
     if statement_timeout_ms > 0 {
-        pg.options(format!("-c statement_timeout={statement_timeout_ms}"));
+        pg.options(format!(
+            "-c statement_timeout={statement_timeout_ms} -c client_min_messages=warning"
+        ));
     }
 }
 
@@ -652,6 +669,19 @@ impl Env<'_> {
                 .parse()
                 .map_err(|_| err(name, format!("{v:?} is not a valid value"))),
         }
+    }
+
+    /// As `parse`, with the error saying what is `expected` instead.
+    fn parse_as<T: FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        self.parse(name, default).map_err(|_| {
+            let v = self.get(name).unwrap_or_default();
+            err(name, format!("{v:?} is not valid: expected {expected}"))
+        })
     }
 
     fn parse_in<T>(
@@ -894,6 +924,24 @@ mod tests {
         assert_eq!(c.db.pool_size, 3);
         assert!(c.api_keys.is_none());
         assert_eq!(c.db.primary.pg.get_hostaddrs().len(), 1);
+    }
+
+    #[test]
+    fn a_password_inside_database_url_wins_over_db_password() {
+        let url = "postgres://u:from-url@127.0.0.1:6543/d";
+        let c = config(&[("DATABASE_URL", url), ("DB_PASSWORD", "change-me")]).unwrap();
+        assert_eq!(c.db.primary.pg.get_password(), Some(&b"from-url"[..]));
+        // and a URL without one takes the separate variable
+        let url = "postgres://u@127.0.0.1:6543/d";
+        let c = config(&[("DATABASE_URL", url), ("DB_PASSWORD", "sep")]).unwrap();
+        assert_eq!(c.db.primary.pg.get_password(), Some(&b"sep"[..]));
+    }
+
+    #[test]
+    fn a_bad_bind_says_that_host_and_port_are_expected() {
+        let e = config(&with(&[("BIND", "nonsense")])).unwrap_err();
+        assert_eq!(e.var, "BIND");
+        assert!(e.to_string().contains("host:port"), "{e}");
     }
 
     #[test]

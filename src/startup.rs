@@ -73,7 +73,7 @@ fn apply_migrations(client: &mut Session) -> Result<Vec<&'static str>, StartupEr
     let applied = db::migrate::run(client).map_err(StartupError::Database)?;
     if applied.is_empty() {
         info!(
-            "schema up to date ({} migrations)",
+            "database schema is current (all {} migrations were applied before)",
             db::migrate::MIGRATIONS.len()
         );
     } else {

@@ -1,12 +1,29 @@
 //! Routes about the service itself: metrics and the OpenAPI document.
 
+use std::sync::OnceLock;
+
 use super::Ctx;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::metrics::Metrics;
 
-/// The OpenAPI document, embedded at build time.
+/// The OpenAPI document, embedded at build time. Its `info.version` is a placeholder: the
+/// served document carries the package's version (see `document`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The document as served: `OPENAPI` with `info.version` set to the version in Cargo.toml,
+/// so the binary's `--version`, the image label and the document cannot disagree.
+fn document() -> &'static [u8] {
+    static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+            // Unreachable while the unit tests below pass; serve the file as it is.
+            return OPENAPI.as_bytes().to_vec();
+        };
+        doc["info"]["version"] = env!("CARGO_PKG_VERSION").into();
+        serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| OPENAPI.as_bytes().to_vec())
+    })
+}
 
 pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
     let mut text = ctx.metrics.render(ctx.db.stats(), ctx.db.replica_stats());
@@ -20,12 +37,12 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn openapi() -> Result<Response, ApiError> {
-    Ok(Response::json_bytes(200, OPENAPI.as_bytes().to_vec()))
+    Ok(Response::json_bytes(200, document().to_vec()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OPENAPI;
+    use super::{OPENAPI, document};
     use crate::http::Method;
     use crate::router::{PATTERNS, Route, UNMATCHED, route};
 
@@ -41,6 +58,14 @@ mod tests {
     /// A concrete path for a pattern, to ask the router about it.
     fn sample(pattern: &str) -> String {
         pattern.replace("{id}", "1")
+    }
+
+    #[test]
+    fn the_served_document_carries_the_packages_version() {
+        let doc: serde_json::Value = serde_json::from_slice(document()).unwrap();
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let file: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["paths"], file["paths"], "only the version differs");
     }
 
     #[test]

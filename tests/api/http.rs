@@ -347,3 +347,24 @@ fn new_connections_are_served_while_other_requests_wait_on_the_database() {
     }
     assert_eq!(blocked, vec![Ok(200); 4], "the blocked requests complete");
 }
+
+#[test]
+fn every_json_body_ends_with_a_newline_that_content_length_counts() {
+    let app = spawn_app();
+    let id = app.create_named("Ada", "Lovelace", None);
+    let mut responses: Vec<(String, HttpResponse)> = get_targets(id)
+        .into_iter()
+        .filter(|t| t != "/metrics")
+        .map(|t| (t.clone(), app.request("GET", &t, &[], None)))
+        .collect();
+    responses.push(("GET /user/0 (an error)".into(), app.get_user(0)));
+
+    for (what, r) in responses {
+        assert_eq!(r.body.last(), Some(&b'\n'), "{what}: {:?}", r.text());
+        assert_eq!(
+            r.header("Content-Length"),
+            Some(r.body.len().to_string().as_str()),
+            "{what}"
+        );
+    }
+}

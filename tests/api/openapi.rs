@@ -159,3 +159,12 @@ fn every_documented_operation_is_served() {
         );
     }
 }
+
+#[test]
+fn openapi_json_carries_the_version_in_cargo_toml() {
+    let app = spawn_app();
+
+    let doc = document(&app);
+
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+}
