@@ -1,5 +1,6 @@
 //! Dispatch: authentication first, then the route, then one short handler per endpoint.
 
+pub mod admin;
 mod health;
 mod meta;
 mod users;
@@ -49,6 +50,7 @@ pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, 
         Endpoint::Live => health::live(),
         Endpoint::Metrics => meta::metrics(ctx),
         Endpoint::OpenApi => meta::openapi(),
+        Endpoint::Admin(asset) => admin::serve(req, asset),
     }
 }
 
