@@ -122,7 +122,7 @@
     document.body.classList.add('read-only');
     $('read-only-note').hidden = false;
     endEdit();
-    say(describe(r) + ' (this key may only read)', 'error');
+    say(describe(r) + '. Creating, editing and deleting are hidden.', 'error');
   }
 
   // The list --------------------------------------------------------------------------
@@ -152,11 +152,14 @@
     var users = r.data.users;
     render(users);
     state.next = state.email === null ? r.data.next_after_id : null;
-    var page = state.stack.length + (state.after === null ? 1 : 2);
+    var page = state.stack.length + 1;
     $('prev').disabled = state.after === null;
     $('next').disabled = state.next === null || state.next === undefined;
-    $('page-info').textContent = state.email !== null ? 'Search results'
-      : 'Page ' + page + (users.length ? ' \u00b7 ids ' + users[0].id + '\u2013' + users[users.length - 1].id : '');
+    var info = [el('span', state.email !== null ? 'Search results' : 'Page ' + page)];
+    if (state.email === null && users.length) {
+      info.push(el('span', ' \u00b7 ids ' + users[0].id + '\u2013' + users[users.length - 1].id, 'ids'));
+    }
+    $('page-info').replaceChildren.apply($('page-info'), info);
     if (state.email !== null) {
       say(users.length ? 'Found ' + users.length + ' user with that email.' : 'No user has that email.');
     } else {
