@@ -181,6 +181,17 @@ def test_page_loads_without_layout_shift_and_every_input_has_a_label():
     shift = js("return window.__shift")
     assert shift < 0.01, "cumulative layout shift while loading: %s" % shift
     assert by_id("empty").is_displayed()
+    # What the browser itself fetched: every file gzipped, all of it within 40 KiB.
+    sizes = js("""return performance.getEntriesByType('navigation').concat(
+        performance.getEntriesByType('resource')).map(function (e) {
+          return [e.name, e.transferSize, e.encodedBodySize, e.decodedBodySize]; });""")
+    files = [s for s in sizes if "/admin/" in s[0]]
+    assert len(files) == 3, sizes
+    for name, _, encoded, decoded in files:
+        assert encoded < decoded, "%s was not compressed: %r" % (name, sizes)
+    total = sum(s[1] for s in sizes)
+    print("     the browser fetched %d bytes in %d responses; layout shift %.4f" % (total, len(sizes), shift))
+    assert total <= 40 * 1024, sizes
 
 
 def test_create_with_the_keyboard_shows_the_new_user():
