@@ -179,7 +179,8 @@ def test_page_loads_without_layout_shift_and_every_input_has_a_label():
         .filter(function (i) { return !i.labels || i.labels.length === 0; }).map(function (i) { return i.id; });""")
     assert unlabelled == [], unlabelled
     shift = js("return window.__shift")
-    assert shift < 0.01, "cumulative layout shift while loading: %s" % shift
+    # 0 measured; 0.005 when the status bar was planted in the flow instead of fixed.
+    assert shift < 0.001, "cumulative layout shift while loading: %s" % shift
     assert by_id("empty").is_displayed()
     # What the browser itself fetched: every file gzipped, all of it within 40 KiB.
     sizes = js("""return performance.getEntriesByType('navigation').concat(
