@@ -91,7 +91,9 @@
       if (alive && !alive()) throw STOP;
       if (!down) break;
       if (method === 'POST') {
-        say(down + ': nothing was saved, as far as the server said. Try again.', 'error');
+        // The server may have stored it before failing to answer: let the person look
+        // at the list before sending it again, rather than risk a duplicate.
+        say(down + ': the user may not have been created; check the list, then try again.', 'error');
         throw STOP;
       }
       var wait = Math.max(delay, (r && r.retryAfter || 0) * 1000);
