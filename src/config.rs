@@ -16,6 +16,7 @@ use crate::db::tls::{Connector, SslMode, TlsSettings, extract};
 use crate::http::client_addr::{Cidr, parse_list};
 use crate::http::server::ServerConfig;
 use crate::keys::{KeySet, KeyStore};
+use crate::router::AdminPath;
 
 /// Every variable the service reads, its default and what it does: the source of `--help`
 /// and of the README's table.
@@ -210,6 +211,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("LOG_FILE", "-", "also append the log to this file"),
     (
+        "ADMIN_PATH",
+        "/admin",
+        "where the browser admin console is served (`off`: not at all); see docs/admin.md",
+    ),
+    (
         "SERVED_BY",
         "-",
         "send X-Served-By: this value on every response (`hostname`: the host name)",
@@ -284,6 +290,8 @@ pub struct Config {
     /// Requests per second and burst per client address, when limited.
     pub rate_limit: Option<(f64, f64)>,
     pub trusted_proxies: Vec<Cidr>,
+    /// Where the admin console is served; `None` when it is off.
+    pub admin_path: Option<AdminPath>,
 }
 
 impl Config {
@@ -337,6 +345,7 @@ impl Config {
                 Some(list) => parse_list(&list).map_err(|e| err("TRUSTED_PROXIES", e))?,
                 None => Vec::new(),
             },
+            admin_path: admin_path(env.get("ADMIN_PATH"))?,
         })
     }
 }
@@ -618,6 +627,17 @@ fn rate_limit(env: &Env<'_>) -> Result<Option<(f64, f64)>, ConfigError> {
     Ok(Some((per_sec, burst)))
 }
 
+/// Unset means the default `/admin`; `off` turns the console off (an empty value counts
+/// as unset here as everywhere, so it cannot be the way to turn it off).
+fn admin_path(value: Option<String>) -> Result<Option<AdminPath>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+        v => AdminPath::parse(v.unwrap_or("/admin"))
+            .map(Some)
+            .map_err(|e| err("ADMIN_PATH", e)),
+    }
+}
+
 fn log_level(s: &str) -> Result<LevelFilter, ConfigError> {
     match s.to_ascii_lowercase().as_str() {
         "off" => Ok(LevelFilter::Off),
@@ -785,6 +805,7 @@ mod tests {
         assert_eq!(c.db.primary.pg.get_application_name(), Some("user-api"));
         assert!(c.api_keys.is_none());
         assert!(c.rate_limit.is_none());
+        assert_eq!(c.admin_path.as_ref().map(AdminPath::as_str), Some("/admin"));
         let c = config(&with(&[("RATE_LIMIT_PER_SEC", "5")])).unwrap();
         assert_eq!(c.rate_limit, Some((5.0, 10.0)));
     }
@@ -830,6 +851,8 @@ mod tests {
                 "RATE_LIMIT_BURST",
             ),
             (&[("TRUSTED_PROXIES", "10.0.0.0/99")], "TRUSTED_PROXIES"),
+            (&[("ADMIN_PATH", "admin")], "ADMIN_PATH"),
+            (&[("ADMIN_PATH", "/users/admin")], "ADMIN_PATH"),
         ];
         for (extra, var) in cases {
             let e = config(&with(extra)).unwrap_err();
@@ -970,6 +993,14 @@ mod tests {
             (&[5433][..], Some(&b"p"[..]))
         );
         assert!(config(BASE).unwrap().db.replica.is_none());
+    }
+
+    #[test]
+    fn admin_path_is_moved_by_a_path_and_turned_off_by_off() {
+        let path = |v: &'static str| config(&with(&[("ADMIN_PATH", v)])).unwrap().admin_path;
+        assert_eq!(path("/ops/console").unwrap().as_str(), "/ops/console");
+        assert_eq!(path("OFF"), None);
+        assert_eq!(path("").unwrap().as_str(), "/admin");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::router::PATTERNS;
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
 ];
-const STATUSES: [u16; 19] = [
-    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
+const STATUSES: [u16; 20] = [
+    200, 201, 204, 308, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
 ];
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 13] = [

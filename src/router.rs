@@ -1,5 +1,6 @@
 //! Routing: a pure function from method and path to an endpoint, with the route pattern
-//! used as the metrics label, or the 404/405 decision and its `Allow` list.
+//! used as the metrics label, or the 404/405 decision and its `Allow` list. The admin
+//! console is the one route whose path is a setting ([`AdminPath`]).
 
 use crate::http::Method;
 
@@ -15,10 +16,27 @@ pub enum Endpoint {
     Live,
     Metrics,
     OpenApi,
+    /// The admin console's static files: not part of the API, never authenticated.
+    Admin(AdminAsset),
 }
 
-/// Route patterns: the only values the `route` metrics label takes.
-pub const PATTERNS: [&str; 10] = [
+/// The files of the admin console under its [`AdminPath`] `P`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAsset {
+    /// `P` itself: a redirect to `P/`, so the page's relative links resolve under `P`.
+    Redirect,
+    /// `P/`: the page.
+    Page,
+    /// `P/admin.js`.
+    Script,
+    /// `P/admin.css`.
+    Style,
+}
+
+/// Route patterns: the only values the `route` metrics label takes. The API's routes come
+/// first (`PATTERNS[..UNMATCHED]`, what `openapi.json` documents), then `unmatched`, then
+/// the admin console, labelled `admin` whatever its path.
+pub const PATTERNS: [&str; 11] = [
     "/user",
     "/users",
     "/user/{id}",
@@ -29,10 +47,14 @@ pub const PATTERNS: [&str; 10] = [
     "/metrics",
     "/openapi.json",
     "unmatched",
+    "admin",
 ];
 
 /// The pattern label of a request that matched no path.
-pub const UNMATCHED: usize = PATTERNS.len() - 1;
+pub const UNMATCHED: usize = PATTERNS.len() - 2;
+
+/// The pattern label of the admin console's files.
+pub const ADMIN: usize = PATTERNS.len() - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -68,6 +90,81 @@ pub fn is_protected(path: &str) -> bool {
     })
 }
 
+/// Where the admin console is served: a path that no API route, and nothing under
+/// `/user` or `/users`, can also claim. Built only through [`AdminPath::parse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminPath(String);
+
+impl AdminPath {
+    /// `/` and one or more segments of `[A-Za-z0-9._~-]`, without a trailing `/`.
+    pub fn parse(s: &str) -> Result<AdminPath, String> {
+        let segments_ok = s.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+            })
+        });
+        if !segments_ok {
+            return Err(format!(
+                "{s:?} is not a path like /admin (segments of letters, digits and ._~-, no trailing /)"
+            ));
+        }
+        let path = AdminPath(s.to_owned());
+        // SECURITY: the console is served without authentication, so it must never
+        // shadow an API route or sit under the protected paths.
+        for file in ["", "/", "/admin.js", "/admin.css"] {
+            let p = format!("{s}{file}");
+            if is_protected(&p) || route(&Method::Get, &p) != Route::NotFound {
+                return Err(format!("{s:?} overlaps the API's own routes"));
+            }
+        }
+        Ok(path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Which of the console's files `path` names, if any.
+    fn asset(&self, path: &str) -> Option<AdminAsset> {
+        match path.strip_prefix(self.0.as_str())? {
+            "" => Some(AdminAsset::Redirect),
+            "/" => Some(AdminAsset::Page),
+            "/admin.js" => Some(AdminAsset::Script),
+            "/admin.css" => Some(AdminAsset::Style),
+            _ => None,
+        }
+    }
+}
+
+/// As [`route`], with the admin console's files at `admin` when it is served.
+pub fn route_with_admin<'a>(
+    method: &Method,
+    path: &'a str,
+    admin: Option<&AdminPath>,
+) -> Route<'a> {
+    let Some(asset) = admin.and_then(|a| a.asset(path)) else {
+        return route(method, path);
+    };
+    if matches!(method, Method::Get | Method::Head) {
+        Route::Found {
+            endpoint: Endpoint::Admin(asset),
+            pattern: ADMIN,
+            id: None,
+        }
+    } else {
+        Route::MethodNotAllowed {
+            pattern: ADMIN,
+            allow: "GET, HEAD",
+        }
+    }
+}
+
+/// The API's routes (everything but the admin console).
 pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     use Endpoint::*;
     let read = matches!(method, Method::Get | Method::Head);
@@ -202,6 +299,94 @@ mod tests {
         ] {
             assert_eq!(route(&Method::Get, path), Route::NotFound, "{path}");
         }
+    }
+
+    fn admin() -> AdminPath {
+        AdminPath::parse("/admin").unwrap()
+    }
+
+    #[test]
+    fn route_with_admin_finds_the_console_files_under_its_path() {
+        let a = admin();
+        let cases = [
+            ("/admin", AdminAsset::Redirect),
+            ("/admin/", AdminAsset::Page),
+            ("/admin/admin.js", AdminAsset::Script),
+            ("/admin/admin.css", AdminAsset::Style),
+        ];
+        for (path, asset) in cases {
+            for m in [Method::Get, Method::Head] {
+                let r = route_with_admin(&m, path, Some(&a));
+                assert_eq!(
+                    r,
+                    Route::Found {
+                        endpoint: Admin(asset),
+                        pattern: ADMIN,
+                        id: None
+                    },
+                    "{m} {path}"
+                );
+            }
+            match route_with_admin(&Method::Post, path, Some(&a)) {
+                Route::MethodNotAllowed { allow, pattern } => {
+                    assert_eq!((allow, pattern), ("GET, HEAD", ADMIN), "{path}")
+                }
+                other => panic!("POST {path}: {other:?}"),
+            }
+        }
+        for path in ["/admin/x", "/admin//", "/adminx", "/admin/admin.js/"] {
+            assert_eq!(
+                route_with_admin(&Method::Get, path, Some(&a)),
+                Route::NotFound
+            );
+        }
+        assert_eq!(
+            route_with_admin(&Method::Get, "/users", Some(&a)),
+            route(&Method::Get, "/users")
+        );
+    }
+
+    #[test]
+    fn route_with_admin_is_404_everywhere_when_the_console_is_off() {
+        for path in ["/admin", "/admin/", "/admin/admin.js", "/admin/admin.css"] {
+            for m in [Method::Get, Method::Post] {
+                assert_eq!(route_with_admin(&m, path, None), Route::NotFound, "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn admin_path_is_refused_when_malformed_or_over_an_api_route() {
+        for ok in ["/admin", "/ops/console", "/_admin-1.x~"] {
+            assert_eq!(AdminPath::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "/",
+            "admin",
+            "/admin/",
+            "//admin",
+            "/a b",
+            "/a/../b",
+            "/a/./b",
+            "/ad?min",
+            "/ad%20min",
+            "/users",
+            "/user",
+            "/users/admin",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(AdminPath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn admin_pattern_is_not_among_the_api_patterns() {
+        assert_eq!(PATTERNS[UNMATCHED], "unmatched");
+        assert_eq!(PATTERNS[ADMIN], "admin");
+        assert!(!PATTERNS[..UNMATCHED].contains(&"admin"));
     }
 
     #[test]

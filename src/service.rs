@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
-use crate::router::{self, Endpoint, Route};
+use crate::router::{self, AdminPath, Endpoint, Route};
 use crate::routes::{self, Ctx};
 
 pub struct Service {
@@ -22,6 +22,8 @@ pub struct Service {
     pub served_by: Option<String>,
     pub rate_limiter: Option<RateLimiter>,
     pub trusted_proxies: Vec<Cidr>,
+    /// Where the admin console is served, when it is.
+    pub admin_path: Option<AdminPath>,
 }
 
 impl Handler for Service {
@@ -31,13 +33,14 @@ impl Handler for Service {
 
     /// Liveness and metrics: they touch nothing that can wait (atomics, the pool's
     /// counts), and API.md keeps both at 200 during an outage, which includes a database
-    /// that hangs while every worker waits on it. Anything that queries stays off the
-    /// reactor thread.
+    /// that hangs while every worker waits on it. The admin console's files are static
+    /// bytes, so the page loads (and can say the database is down) then too. Anything
+    /// that queries stays off the reactor thread.
     fn is_immediate(&self, req: &Request) -> bool {
         matches!(
-            router::route(&req.method, &req.path),
+            self.route(req),
             Route::Found {
-                endpoint: Endpoint::Live | Endpoint::Metrics,
+                endpoint: Endpoint::Live | Endpoint::Metrics | Endpoint::Admin(_),
                 ..
             }
         )
@@ -51,7 +54,7 @@ impl Service {
     fn serve(&self, req: Request, dispatch: Dispatch) -> Response {
         let start = Instant::now();
         let rid = request_id::from_header(req.header("x-request-id"));
-        let route = router::route(&req.method, &req.path);
+        let route = self.route(&req);
         let client = client_addr(&req, &self.trusted_proxies);
         // The set in force when the request arrived serves all of it, even if a reload
         // swaps in another meanwhile.
@@ -99,6 +102,10 @@ impl Service {
             access_line(client, &req, &resp, took, key.map(|k| k.name()));
         }
         resp
+    }
+
+    fn route<'a>(&self, req: &'a Request) -> Route<'a> {
+        router::route_with_admin(&req.method, &req.path, self.admin_path.as_ref())
     }
 
     /// Health probes and metrics scrapes are never limited: an orchestrator behind the
@@ -220,6 +227,7 @@ mod tests {
             served_by: Some("replica-1".into()),
             rate_limiter,
             trusted_proxies: Vec::new(),
+            admin_path: config.admin_path.clone(),
         }
     }
 

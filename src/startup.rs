@@ -144,6 +144,7 @@ impl App {
                 .rate_limit
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
+            admin_path: config.admin_path.clone(),
         };
         // Each connection is a descriptor: take all the kernel allows us, so that
         // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.
@@ -160,6 +161,10 @@ impl App {
             config.server.workers,
             config.db.pool_size
         );
+        match &config.admin_path {
+            Some(p) => info!("admin console at {}/", p.as_str()),
+            None => info!("admin console off (ADMIN_PATH=off)"),
+        }
         info!(
             "limits: {} connections, {} queued requests, bodies up to {} bytes",
             server.config().max_connections,

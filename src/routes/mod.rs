@@ -1,6 +1,7 @@
 //! Dispatch: the route, then one short handler per endpoint. Authorisation has already
 //! happened (see [`crate::service`] and [`crate::auth`]).
 
+pub mod admin;
 mod health;
 mod meta;
 mod users;
@@ -45,6 +46,7 @@ pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, 
         Endpoint::Live => health::live(),
         Endpoint::Metrics => meta::metrics(ctx),
         Endpoint::OpenApi => meta::openapi(),
+        Endpoint::Admin(asset) => admin::serve(req, asset),
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 mod helpers;
 
+mod admin;
 mod auth;
 mod errors;
 mod failover;
