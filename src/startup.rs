@@ -4,10 +4,12 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::db::idempotency::Purger;
 use crate::db::{self, Db, DbError, Session, WaitError};
 use crate::error::chain;
 use crate::http::server::{self, Server, Stopper};
@@ -122,18 +124,29 @@ impl App {
                 "API_TOKEN is not set: the /user and /users routes are open to anyone who can connect"
             );
         }
+        // Expired keys are already ignored; the purge only reclaims their space, so it
+        // runs at most once a minute, and as often as keys expire when that is sooner.
+        let purger = Purger::spawn(
+            config.db.pg.clone(),
+            config.db.query_timeout,
+            config.idempotency_key_ttl.min(Duration::from_secs(60)),
+        )
+        .map_err(StartupError::Io)?;
         let service = Service {
             ctx: Ctx {
                 db,
                 metrics: Metrics::new(VERSION),
                 api_token: config.api_token.clone(),
                 max_body_bytes: config.server.max_body_bytes,
+                require_if_match: config.require_if_match,
+                idempotency_key_ttl: config.idempotency_key_ttl,
             },
             served_by: config.served_by.clone(),
             rate_limiter: config
                 .rate_limit
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
+            purger: Some(purger),
         };
         // Each connection is a descriptor: take all the kernel allows us, so that
         // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.

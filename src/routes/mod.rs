@@ -1,8 +1,11 @@
 //! Dispatch: authentication first, then the route, then one short handler per endpoint.
 
 mod health;
+mod idempotent;
 mod meta;
 mod users;
+
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -21,6 +24,10 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub api_token: Option<Secret>,
     pub max_body_bytes: usize,
+    /// PUT, PATCH and DELETE of a user need `If-Match`.
+    pub require_if_match: bool,
+    /// How long an `Idempotency-Key`'s answer is replayed.
+    pub idempotency_key_ttl: Duration,
 }
 
 /// Answers one request that `route` was already computed for.
@@ -41,10 +48,10 @@ pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, 
     match endpoint {
         Endpoint::CreateUser => users::create(ctx, req),
         Endpoint::ListUsers => users::list(ctx, req),
-        Endpoint::GetUser => users::get(ctx, id()?),
+        Endpoint::GetUser => users::get(ctx, req, id()?),
         Endpoint::ReplaceUser => users::replace(ctx, req, id()?),
         Endpoint::PatchUser => users::patch(ctx, req, id()?),
-        Endpoint::DeleteUser => users::delete(ctx, id()?),
+        Endpoint::DeleteUser => users::delete(ctx, req, id()?),
         Endpoint::Health => health::ready(ctx),
         Endpoint::Live => health::live(),
         Endpoint::Metrics => meta::metrics(ctx),
