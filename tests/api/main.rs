@@ -5,6 +5,7 @@ mod common;
 mod helpers;
 
 mod auth;
+mod conditional;
 mod errors;
 mod health;
 mod http;
