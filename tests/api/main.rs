@@ -9,6 +9,7 @@ mod conditional;
 mod errors;
 mod health;
 mod http;
+mod idempotency;
 mod metrics;
 mod openapi;
 mod replica;
