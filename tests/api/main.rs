@@ -13,6 +13,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 mod replica;
+mod round_trips;
 mod seed;
 mod users_create;
 mod users_delete;
