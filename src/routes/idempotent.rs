@@ -33,10 +33,10 @@ pub fn run(
             return Ok(Err(ApiError::IdempotencyKeyInFlight));
         }
         if let Some(stored) = idempotency::find(&mut tx, owner, key)? {
-            return Ok(match stored.fingerprint == print {
-                true => Ok(Outcome::Replay(stored.response)),
-                false => Err(ApiError::IdempotencyKeyReused),
-            });
+            if stored.fingerprint != print {
+                return Ok(Err(ApiError::IdempotencyKeyReused));
+            }
+            return Ok(Ok(Outcome::Replay(stored.response)));
         }
         let resp = match op(tx.session())? {
             Ok(resp) => resp,

@@ -72,10 +72,12 @@ pub fn delete(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
                 Guarded::Mismatch => return Ok(Err(ApiError::PreconditionFailed)),
             },
         };
-        Ok(match deleted {
-            true => Ok(Response::new(204).with_header("Content-Type", "application/json")),
-            false => Err(NO_USER),
-        })
+        if !deleted {
+            return Ok(Err(NO_USER));
+        }
+        Ok(Ok(
+            Response::new(204).with_header("Content-Type", "application/json")
+        ))
     })
 }
 
