@@ -75,6 +75,31 @@ fn every_user_representation_carries_a_strong_etag_that_changes_with_every_write
 }
 
 #[test]
+fn the_etag_moves_on_even_when_the_database_clock_does_not() {
+    let app = spawn_app();
+    let id = app.create_named("Ada", "Lovelace", None);
+    // A row stamped in the future stands for a clock that stepped back, or for two
+    // updates within one microsecond: the clock alone would not move `updated_at`.
+    app.db()
+        .execute(
+            "UPDATE users SET updated_at = '2100-01-01T00:00:00Z' WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    let (_, before) = current(app.addr, id);
+
+    let first = app.patch_user(id, &json!({"last_name": "A"}));
+    let second = app.patch_user(id, &json!({"last_name": "B"}));
+
+    let (one, two) = (etag(&first, "first PATCH"), etag(&second, "second PATCH"));
+    assert!(
+        before != one && one != two && before != two,
+        "{before} {one} {two}"
+    );
+    assert_eq!(second.json()["updated_at"], "2100-01-01T00:00:00.000002Z");
+}
+
+#[test]
 fn if_none_match_with_the_current_etag_is_304_with_no_body_and_the_etag() {
     let app = spawn_app();
     let id = app.create_named("Ada", "Lovelace", None);

@@ -275,3 +275,35 @@ fn a_malformed_idempotency_key_is_400_and_changes_nothing() {
     let r = keyed(&app, "POST", "/user", &"k".repeat(255), &ada());
     assert_eq!(r.status, 201, "255 characters are fine: {}", r.text());
 }
+
+#[test]
+fn an_expired_key_not_yet_purged_is_treated_as_never_used() {
+    let app = spawn_app();
+    let first = keyed(&app, "POST", "/user", "stale", &ada());
+    assert_eq!(first.status, 201);
+    // Expired a moment ago; the purge (once a minute by default) has not run.
+    app.db()
+        .execute(
+            "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+
+    let other = json!({"first_name": "Grace", "last_name": "Hopper"});
+    let second = keyed(&app, "POST", "/user", "stale", &other);
+
+    assert_eq!(
+        (second.status, replayed(&second)),
+        (201, false),
+        "{}",
+        second.text()
+    );
+    let again = keyed(&app, "POST", "/user", "stale", &other);
+    assert_eq!(
+        (again.status, replayed(&again)),
+        (201, true),
+        "the key now answers the new request"
+    );
+    assert_eq!(again.json(), second.json());
+    assert_eq!(stored_keys(&app), 1);
+}
