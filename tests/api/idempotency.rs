@@ -307,3 +307,21 @@ fn an_expired_key_not_yet_purged_is_treated_as_never_used() {
     assert_eq!(again.json(), second.json());
     assert_eq!(stored_keys(&app), 1);
 }
+
+#[test]
+fn a_key_is_stored_under_its_callers_identity() {
+    for (token, owner) in [(Some("s3cret-token"), "api-token"), (None, "anonymous")] {
+        let app = spawn_app_with(|vars| {
+            if let Some(t) = token {
+                vars.insert("API_TOKEN".into(), t.into());
+            }
+        });
+        assert_eq!(keyed(&app, "POST", "/user", "k", &ada()).status, 201);
+        let stored: String = app
+            .db()
+            .query_one("SELECT owner FROM idempotency_keys WHERE key = 'k'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, owner, "token {token:?}");
+    }
+}
