@@ -19,12 +19,12 @@ impl Version {
     }
 
     /// The token of an entity tag, without quotes: decimal microseconds.
-    pub fn token(self) -> String {
+    pub fn token(self) -> u64 {
         let micros = self
             .0
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
-        micros.to_string()
+        u64::try_from(micros).unwrap_or(u64::MAX)
     }
 
     /// A version from a token this service issued. Anything else (another server's tag,
@@ -57,8 +57,8 @@ mod tests {
     fn a_token_round_trips_to_the_same_version() {
         for micros in [0, 1, 1_764_504_000_123_456, 9_999_999_999_999_999] {
             let v = at(micros);
-            assert_eq!(v.token(), micros.to_string());
-            assert_eq!(Version::from_token(&v.token()), Some(v));
+            assert_eq!(v.token(), micros);
+            assert_eq!(Version::from_token(&v.token().to_string()), Some(v));
         }
     }
 

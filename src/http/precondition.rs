@@ -14,7 +14,7 @@ pub struct EntityTag {
 
 impl EntityTag {
     /// The strong tag of `token`, as an `ETag` header value.
-    pub fn strong(token: &str) -> String {
+    pub fn strong(token: impl std::fmt::Display) -> String {
         format!("\"{token}\"")
     }
 }

@@ -33,10 +33,10 @@ pub fn get(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
     let unless = precondition::if_none_match(req)?;
     let user = ctx.db.find(|c| users::get(c, id))?.ok_or(NO_USER)?;
     let token = Version::of(&user).token();
-    if unless.is_some_and(|tags| tags.matches_weakly(&token)) {
-        return Ok(Response::new(304).with_header("ETag", EntityTag::strong(&token)));
+    if unless.is_some_and(|tags| tags.matches_weakly(&token.to_string())) {
+        return Ok(Response::new(304).with_header("ETag", EntityTag::strong(token)));
     }
-    Ok(json(200, &user)?.with_header("ETag", EntityTag::strong(&token)))
+    Ok(json(200, &user)?.with_header("ETag", EntityTag::strong(token)))
 }
 
 pub fn replace(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
@@ -119,7 +119,7 @@ fn changed(outcome: Guarded<User>) -> Answer {
 }
 
 fn with_etag(resp: Answer, user: &User) -> Answer {
-    Ok(resp?.with_header("ETag", EntityTag::strong(&Version::of(user).token())))
+    Ok(resp?.with_header("ETag", EntityTag::strong(Version::of(user).token())))
 }
 
 #[derive(Serialize)]
