@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
-use crate::db::idempotency::Purger;
 use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Request, Response, request_id};
@@ -21,8 +20,6 @@ pub struct Service {
     pub served_by: Option<String>,
     pub rate_limiter: Option<RateLimiter>,
     pub trusted_proxies: Vec<Cidr>,
-    /// The purge of expired idempotency keys, which stops with the service.
-    pub purger: Option<Purger>,
 }
 
 impl Handler for Service {
@@ -193,11 +190,11 @@ mod tests {
                 max_body_bytes: 100,
                 require_if_match: false,
                 idempotency_key_ttl: Duration::from_secs(60),
+                purger: None,
             },
             served_by: Some("replica-1".into()),
             rate_limiter,
             trusted_proxies: Vec::new(),
-            purger: None,
         }
     }
 

@@ -140,13 +140,13 @@ impl App {
                 max_body_bytes: config.server.max_body_bytes,
                 require_if_match: config.require_if_match,
                 idempotency_key_ttl: config.idempotency_key_ttl,
+                purger: Some(purger),
             },
             served_by: config.served_by.clone(),
             rate_limiter: config
                 .rate_limit
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
-            purger: Some(purger),
         };
         // Each connection is a descriptor: take all the kernel allows us, so that
         // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.

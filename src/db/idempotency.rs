@@ -7,6 +7,8 @@
 //! The answer is stored in the write's own transaction, so it exists exactly when the
 //! write committed, whatever happens to the connection or to the response afterwards.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
@@ -153,47 +155,82 @@ pub fn purge_batch(c: &mut Session) -> Result<u64, DbError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// Whether any key is stored at all: while none is, the purge has nothing to do.
+const ANY: &str = "SELECT EXISTS (SELECT 1 FROM idempotency_keys)";
+
 /// The background purge of expired keys; it stops when this is dropped.
+///
+/// It works only after this process has stored a key, and until the table is empty: a
+/// server that never sees an `Idempotency-Key` never sends the purge's statements (its
+/// SQL is exactly the plain requests'), and keys a previous process left behind are
+/// ignored once expired and purged after this process stores one.
 pub struct Purger {
     _stop: mpsc::Sender<()>,
+    pending: Arc<AtomicBool>,
 }
 
 impl Purger {
-    /// Every `every`, opens its own connection (none of the pool's, so a purge never
-    /// holds a connection a request waits for), deletes expired keys a batch at a time,
-    /// and closes it. A failure is logged and the next round tries again.
+    /// Every `every` while keys may be waiting, opens its own connection (none of the
+    /// pool's, so a purge never holds a connection a request waits for), deletes expired
+    /// keys a batch at a time, and closes it. A failure is logged and the next round
+    /// tries again.
     pub fn spawn(
         pg: tokio_postgres::Config,
         query_timeout: Duration,
         every: Duration,
     ) -> std::io::Result<Purger> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let pending = Arc::new(AtomicBool::new(false));
+        let due = Arc::clone(&pending);
         thread::Builder::new()
             .name("idempotency-purge".into())
             .spawn(move || {
                 // Only a timeout means "purge now"; the sender dropped means stop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    match purge(&pg, query_timeout) {
-                        Ok(0) => {}
-                        Ok(n) => info!("purged {n} expired idempotency keys"),
-                        Err(e) => warn!("purging expired idempotency keys failed: {}", chain(&e)),
+                    // Cleared before the round, so a key stored during it sets it again.
+                    if !due.swap(false, Ordering::Relaxed) {
+                        continue;
+                    }
+                    let left = match purge(&pg, query_timeout) {
+                        Ok((n, left)) => {
+                            if n > 0 {
+                                info!("purged {n} expired idempotency keys");
+                            }
+                            left
+                        }
+                        Err(e) => {
+                            warn!("purging expired idempotency keys failed: {}", chain(&e));
+                            true
+                        }
+                    };
+                    if left {
+                        due.store(true, Ordering::Relaxed);
                     }
                 }
             })?;
-        Ok(Purger { _stop: stop })
+        Ok(Purger {
+            _stop: stop,
+            pending,
+        })
+    }
+
+    /// A key was stored: it will need purging once it expires.
+    pub fn note_stored(&self) {
+        self.pending.store(true, Ordering::Relaxed);
     }
 }
 
 /// Deletes every expired key, one bounded batch per statement (each its own short
-/// transaction); returns how many.
-pub fn purge(pg: &tokio_postgres::Config, query_timeout: Duration) -> Result<u64, DbError> {
+/// transaction); returns how many, and whether any key (expired or not) is left.
+pub fn purge(pg: &tokio_postgres::Config, query_timeout: Duration) -> Result<(u64, bool), DbError> {
     let mut session = Session::connect(pg, query_timeout)?;
     let mut total = 0;
     loop {
         let n = purge_batch(&mut session)?;
         total += n;
         if n < PURGE_BATCH as u64 {
-            return Ok(total);
+            let left: bool = session.query_typed_one(ANY, &[])?.try_get(0)?;
+            return Ok((total, left));
         }
     }
 }

@@ -45,6 +45,9 @@ pub fn run(
         let ttl = ctx.idempotency_key_ttl;
         idempotency::store(&mut tx, owner, key, &print, &stored(&resp), ttl)?;
         tx.commit()?;
+        if let Some(purger) = &ctx.purger {
+            purger.note_stored();
+        }
         Ok(Ok(Outcome::Fresh(resp)))
     })??;
     match outcome {

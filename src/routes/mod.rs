@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::auth;
 use crate::config::Secret;
 use crate::db::Db;
+use crate::db::idempotency::Purger;
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub require_if_match: bool,
     /// How long an `Idempotency-Key`'s answer is replayed.
     pub idempotency_key_ttl: Duration,
+    /// The purge of expired idempotency keys, which stops with the service.
+    pub purger: Option<Purger>,
 }
 
 /// Answers one request that `route` was already computed for.
