@@ -190,6 +190,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "file holding the token (else $CREDENTIALS_DIRECTORY/api_token)",
     ),
     (
+        "REQUIRE_IF_MATCH",
+        "false",
+        "when true, PUT, PATCH and DELETE of a user need If-Match (428 without it)",
+    ),
+    (
+        "IDEMPOTENCY_KEY_TTL_SECS",
+        "86400",
+        "how long a stored Idempotency-Key answer is replayed before the key expires",
+    ),
+    (
         "RATE_LIMIT_PER_SEC",
         "0",
         "requests per second per client address (0: no limit); past it, 429",
@@ -292,6 +302,10 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// Where the admin console is served; `None` when it is off.
     pub admin_path: Option<AdminPath>,
+    /// PUT, PATCH and DELETE of a user need `If-Match` (428 without it).
+    pub require_if_match: bool,
+    /// How long an `Idempotency-Key`'s stored answer is replayed.
+    pub idempotency_key_ttl: Duration,
 }
 
 impl Config {
@@ -346,6 +360,12 @@ impl Config {
                 None => Vec::new(),
             },
             admin_path: admin_path(env.get("ADMIN_PATH"))?,
+            require_if_match: env.parse("REQUIRE_IF_MATCH", false)?,
+            idempotency_key_ttl: Duration::from_secs(env.parse_in(
+                "IDEMPOTENCY_KEY_TTL_SECS",
+                86_400,
+                1..=30 * 86_400,
+            )?),
         })
     }
 }

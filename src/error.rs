@@ -27,10 +27,18 @@ pub enum ApiError {
         allow: &'static str,
     },
     Conflict(&'static str),
+    /// A request with this `Idempotency-Key` is still running: 409, retry later.
+    IdempotencyKeyInFlight,
+    /// `If-Match` named no current version of the resource: 412.
+    PreconditionFailed,
     PayloadTooLarge {
         limit: usize,
     },
     UnsupportedMediaType,
+    /// The `Idempotency-Key` was first used for a different request: 422.
+    IdempotencyKeyReused,
+    /// `REQUIRE_IF_MATCH` is on and the write came without `If-Match`: 428.
+    PreconditionRequired,
     RateLimited {
         retry_after_secs: u64,
     },
@@ -59,9 +67,12 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::Conflict(_) => 409,
+            ApiError::Conflict(_) | ApiError::IdempotencyKeyInFlight => 409,
+            ApiError::PreconditionFailed => 412,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
+            ApiError::IdempotencyKeyReused => 422,
+            ApiError::PreconditionRequired => 428,
             ApiError::RateLimited { .. } => 429,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -84,7 +95,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => {
                 resp.with_header("Retry-After", retry_after_secs.to_string())
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::IdempotencyKeyInFlight => {
                 resp.with_header("Retry-After", RETRY_AFTER_SECS.to_string())
             }
             _ => resp,
@@ -109,6 +120,18 @@ impl fmt::Display for ApiError {
             ApiError::NotFound(what) => write!(f, "{what} not found"),
             ApiError::MethodNotAllowed { .. } => f.write_str("method not allowed for this path"),
             ApiError::Conflict(msg) => f.write_str(msg),
+            ApiError::IdempotencyKeyInFlight => f.write_str(
+                "a request with this Idempotency-Key is still being processed; retry later",
+            ),
+            ApiError::PreconditionFailed => {
+                f.write_str("If-Match matches no current version of this user")
+            }
+            ApiError::IdempotencyKeyReused => {
+                f.write_str("this Idempotency-Key was already used for a different request")
+            }
+            ApiError::PreconditionRequired => {
+                f.write_str("this write needs an If-Match header with the user's ETag")
+            }
             ApiError::PayloadTooLarge { limit } => {
                 write!(f, "the request body is larger than {limit} bytes")
             }

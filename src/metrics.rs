@@ -12,8 +12,9 @@ use crate::router::PATTERNS;
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
 ];
-const STATUSES: [u16; 20] = [
-    200, 201, 204, 308, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 429, 431, 500, 501, 503, 505,
+const STATUSES: [u16; 24] = [
+    200, 201, 204, 304, 308, 400, 401, 403, 404, 405, 408, 409, 412, 413, 414, 415, 422, 428, 429,
+    431, 500, 501, 503, 505,
 ];
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -26,6 +27,8 @@ pub struct Metrics {
     /// Per route: one count per bucket plus the overflow (`+Inf`), not cumulative.
     buckets: Vec<AtomicU64>,
     sum_micros: Vec<AtomicU64>,
+    /// Answers replayed for a repeated `Idempotency-Key`.
+    replays: AtomicU64,
     version: &'static str,
 }
 
@@ -39,6 +42,7 @@ impl Metrics {
             requests: zeros(ROUTES * METHODS.len() * (STATUSES.len() + 1)),
             buckets: zeros(ROUTES * (BUCKETS.len() + 1)),
             sum_micros: zeros(ROUTES),
+            replays: AtomicU64::new(0),
             version,
         }
     }
@@ -81,6 +85,23 @@ impl Metrics {
             // Key names are [A-Za-z0-9._-]: nothing to escape in a label value.
             let _ = writeln!(out, "http_requests_by_key_total{{key=\"{name}\"}} {n}");
         }
+    }
+
+    /// Counts one answer replayed for a repeated `Idempotency-Key`.
+    pub fn count_replay(&self) {
+        self.replays.fetch_add(1, Relaxed);
+    }
+
+    /// 412s over every route and method: read from the request counts, so the hot path
+    /// pays nothing for it.
+    fn precondition_failures(&self) -> u64 {
+        let s = STATUSES.iter().position(|&x| x == 412).unwrap_or(0);
+        self.requests
+            .iter()
+            .skip(s)
+            .step_by(STATUSES.len() + 1)
+            .map(|c| c.load(Relaxed))
+            .sum()
     }
 
     /// The exposition text.
@@ -148,10 +169,22 @@ impl Metrics {
              # HELP db_query_timeouts_total Statements the database did not answer within DB_QUERY_TIMEOUT_MS.\n\
              # TYPE db_query_timeouts_total counter\n\
              db_query_timeouts_total {}\n\
+             # HELP idempotent_replays_total Answers replayed for a repeated Idempotency-Key.\n\
+             # TYPE idempotent_replays_total counter\n\
+             idempotent_replays_total {}\n\
+             # HELP http_precondition_failed_total Writes refused with 412 because If-Match matched no current version.\n\
+             # TYPE http_precondition_failed_total counter\n\
+             http_precondition_failed_total {}\n\
              # HELP user_api_build_info The running version.\n\
              # TYPE user_api_build_info gauge\n\
              user_api_build_info{{version=\"{}\"}} 1\n",
-            pool.idle, pool.in_use, pool.wait_timeouts, pool.query_timeouts, self.version
+            pool.idle,
+            pool.in_use,
+            pool.wait_timeouts,
+            pool.query_timeouts,
+            self.replays.load(Relaxed),
+            self.precondition_failures(),
+            self.version
         );
         if let Some((r, fallbacks)) = replica {
             let _ = write!(
@@ -222,6 +255,8 @@ mod tests {
         assert!(text.contains("db_pool_wait_timeouts_total 2\n"));
         assert!(text.contains("db_query_timeouts_total 5\n"));
         assert!(text.contains("user_api_build_info{version=\"1.2.3\"} 1\n"));
+        assert!(text.contains("idempotent_replays_total 0\n"));
+        assert!(text.contains("http_precondition_failed_total 0\n"));
         assert!(!text.contains("replica"));
         let text = m.render(POOL, Some((POOL, 7)));
         assert!(text.contains("db_replica_pool_connections{state=\"idle\"} 3\n"));
@@ -235,6 +270,18 @@ mod tests {
         assert!(out.contains("# TYPE http_requests_by_key_total counter\n"));
         assert!(out.contains("http_requests_by_key_total{key=\"dash\"} 3\n"));
         assert!(out.contains("http_requests_by_key_total{key=\"prov.job\"} 0\n"));
+    }
+
+    #[test]
+    fn replays_and_412s_on_any_route_are_counted() {
+        let m = Metrics::new("x");
+        m.count_replay();
+        m.observe(&Method::Put, 2, 412, Duration::ZERO);
+        m.observe(&Method::Delete, 3, 412, Duration::ZERO);
+        m.observe(&Method::Put, 2, 200, Duration::ZERO);
+        let text = m.render(POOL, None);
+        assert!(text.contains("idempotent_replays_total 1\n"));
+        assert!(text.contains("http_precondition_failed_total 2\n"));
     }
 
     #[test]

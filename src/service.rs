@@ -48,7 +48,7 @@ impl Handler for Service {
 }
 
 /// The signature of [`routes::dispatch`], so tests can put a failing one in its place.
-type Dispatch = fn(&Ctx, &Request, Route<'_>) -> Result<Response, ApiError>;
+type Dispatch = fn(&Ctx, &Request, Route<'_>, Option<&str>) -> Result<Response, ApiError>;
 
 impl Service {
     fn serve(&self, req: Request, dispatch: Dispatch) -> Response {
@@ -76,7 +76,9 @@ impl Service {
             .and_then(|()| access.check())
         {
             Err(e) => Ok(Err(e)),
-            Ok(()) => catch_unwind(AssertUnwindSafe(|| dispatch(&self.ctx, &req, route))),
+            Ok(()) => catch_unwind(AssertUnwindSafe(|| {
+                dispatch(&self.ctx, &req, route, key.map(|k| k.name()))
+            })),
         };
         let mut resp = match outcome {
             Ok(Ok(resp)) => resp,
@@ -223,6 +225,9 @@ mod tests {
                 metrics: Metrics::new("test"),
                 keys: None,
                 max_body_bytes: 100,
+                require_if_match: false,
+                idempotency_key_ttl: Duration::from_secs(60),
+                purger: None,
             },
             served_by: Some("replica-1".into()),
             rate_limiter,
@@ -240,7 +245,7 @@ mod tests {
     #[test]
     fn panic_in_a_handler_gives_500_and_the_next_request_is_served() {
         let s = service(None);
-        let resp = s.serve(get("/health/live"), |_, _, _| panic!("boom"));
+        let resp = s.serve(get("/health/live"), |_, _, _, _| panic!("boom"));
         assert_eq!(resp.status, 500);
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(body, serde_json::json!({"error": "internal server error"}));

@@ -4,10 +4,12 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::db::idempotency::Purger;
 use crate::db::{self, Db, DbError, Session, WaitError};
 use crate::error::chain;
 use crate::http::server::{self, Server, Stopper};
@@ -132,12 +134,23 @@ impl App {
         for warning in &config.warnings {
             warn!("{warning}");
         }
+        // Expired keys are already ignored; the purge only reclaims their space, so it
+        // runs at most once a minute, and as often as keys expire when that is sooner.
+        let purger = Purger::spawn(
+            config.db.primary.clone(),
+            config.db.query_timeout,
+            config.idempotency_key_ttl.min(Duration::from_secs(60)),
+        )
+        .map_err(StartupError::Io)?;
         let service = Service {
             ctx: Ctx {
                 db,
                 metrics: Metrics::new(VERSION),
                 keys: config.api_keys.clone(),
                 max_body_bytes: config.server.max_body_bytes,
+                require_if_match: config.require_if_match,
+                idempotency_key_ttl: config.idempotency_key_ttl,
+                purger: Some(purger),
             },
             served_by: config.served_by.clone(),
             rate_limiter: config

@@ -10,11 +10,18 @@ use super::{DbError, Session};
 
 /// `(version, name, sql)`, in order. The files are idempotent, so a database first set up
 /// by a container's `/docker-entrypoint-initdb.d` migrates cleanly too.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_create_users",
-    include_str!("../../sql/0001_create_users.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_create_users",
+        include_str!("../../sql/0001_create_users.sql"),
+    ),
+    (
+        2,
+        "0002_create_idempotency_keys",
+        include_str!("../../sql/0002_create_idempotency_keys.sql"),
+    ),
+];
 
 /// Any fixed number serves; this one spells "userapi" in ASCII.
 const LOCK_KEY: i64 = 0x0075_7365_7261_7069;

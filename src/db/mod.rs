@@ -1,6 +1,7 @@
 //! The database: waiting for PostgreSQL at start-up, the connection pool, and running a
 //! query on a pooled connection with one retry where that is provably safe.
 
+pub mod idempotency;
 pub mod migrate;
 mod session;
 pub mod tls;

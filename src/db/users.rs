@@ -4,12 +4,42 @@
 //! no separate prepare round trip and no named prepared statement, which keeps it safe
 //! behind PgBouncer in transaction mode.
 
+use std::time::SystemTime;
+
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 
 use super::{DbError, Session};
 
-use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch};
+use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch, Version};
+
+/// What a write guarded by `If-Match` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Guarded<T> {
+    /// The user had one of the versions named, and was changed: its new state.
+    Applied(T),
+    /// There is no such user.
+    Missing,
+    /// The user exists, in none of the versions named.
+    Mismatch,
+}
+
+/// The outcome of a guarded statement's rows (see `guarded!`).
+fn guarded(rows: Vec<Row>) -> Result<Guarded<User>, DbError> {
+    let Some(row) = rows.first() else {
+        return Ok(Guarded::Missing);
+    };
+    if row.try_get::<_, bool>(6)? {
+        Ok(Guarded::Applied(row_to_user(row)?))
+    } else {
+        Ok(Guarded::Mismatch)
+    }
+}
+
+/// The versions as a `timestamptz[]` parameter.
+fn stamps(versions: &[Version]) -> Vec<SystemTime> {
+    versions.iter().map(|v| v.timestamp().0).collect()
+}
 
 /// The columns `row_to_user` reads, in its order. A macro so that every statement is
 /// one `&'static str` built at compile time.
@@ -45,6 +75,40 @@ const PATCH: &str = concat!(
     columns!()
 );
 const DELETE: &str = "DELETE FROM users WHERE id = $1 RETURNING id";
+
+/// A conditional write is one statement: the change, guarded by the versions the client
+/// named, and (only when the guard held nothing back) the row as the statement's
+/// snapshot saw it, so that a zero-row change tells "no such user" (no row at all) from
+/// "changed since" (a row, with `applied` false) without a second round trip or a
+/// read-then-write race. The last column is `applied`.
+macro_rules! guarded {
+    ($change:expr) => {
+        concat!(
+            "WITH changed AS (",
+            $change,
+            " RETURNING ",
+            columns!(),
+            ") SELECT ",
+            columns!(),
+            ", true FROM changed UNION ALL SELECT ",
+            columns!(),
+            ", false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM changed)"
+        )
+    };
+}
+
+const REPLACE_IF: &str = guarded!(concat!(
+    "UPDATE users SET first_name = $2, last_name = $3, email = $4, ",
+    touch!(),
+    " WHERE id = $1 AND updated_at = ANY($5)"
+));
+const PATCH_IF: &str = guarded!(concat!(
+    "UPDATE users SET first_name = coalesce($2, first_name), ",
+    "last_name = coalesce($3, last_name), email = CASE WHEN $4 THEN $5 ELSE email END, ",
+    touch!(),
+    " WHERE id = $1 AND updated_at = ANY($6)"
+));
+const DELETE_IF: &str = guarded!("DELETE FROM users WHERE id = $1 AND updated_at = ANY($2)");
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -152,4 +216,71 @@ pub fn list(c: &mut Session, q: &ListQuery) -> Result<Vec<User>, DbError> {
         )?,
     };
     rows.iter().map(row_to_user).collect()
+}
+
+/// As [`replace`], only when the user is at one of `versions`.
+pub fn replace_if(
+    c: &mut Session,
+    id: UserId,
+    u: &NewUser,
+    versions: &[Version],
+) -> Result<Guarded<User>, DbError> {
+    let email = u.email.as_ref().map(AsRef::as_ref);
+    guarded(c.query_typed(
+        REPLACE_IF,
+        &[
+            (&id.get(), Type::INT8),
+            (&u.first_name.as_ref(), Type::TEXT),
+            (&u.last_name.as_ref(), Type::TEXT),
+            (&email, Type::TEXT),
+            (&stamps(versions), Type::TIMESTAMPTZ_ARRAY),
+        ],
+    )?)
+}
+
+/// As [`patch`], only when the user is at one of `versions`. An empty patch changes
+/// nothing, so it only reads (no race to guard against).
+pub fn patch_if(
+    c: &mut Session,
+    id: UserId,
+    p: &UserPatch,
+    versions: &[Version],
+) -> Result<Guarded<User>, DbError> {
+    if p.is_empty() {
+        return Ok(match get(c, id)? {
+            None => Guarded::Missing,
+            Some(u) if versions.contains(&Version::of(&u)) => Guarded::Applied(u),
+            Some(_) => Guarded::Mismatch,
+        });
+    }
+    let first = p.first_name.as_ref().map(AsRef::as_ref);
+    let last = p.last_name.as_ref().map(AsRef::as_ref);
+    let email = p.email.as_ref().and_then(|e| e.as_ref().map(AsRef::as_ref));
+    guarded(c.query_typed(
+        PATCH_IF,
+        &[
+            (&id.get(), Type::INT8),
+            (&first, Type::TEXT),
+            (&last, Type::TEXT),
+            (&p.email.is_some(), Type::BOOL),
+            (&email, Type::TEXT),
+            (&stamps(versions), Type::TIMESTAMPTZ_ARRAY),
+        ],
+    )?)
+}
+
+/// As [`delete`], only when the user is at one of `versions`; `Applied` holds the user
+/// as it was.
+pub fn delete_if(
+    c: &mut Session,
+    id: UserId,
+    versions: &[Version],
+) -> Result<Guarded<User>, DbError> {
+    guarded(c.query_typed(
+        DELETE_IF,
+        &[
+            (&id.get(), Type::INT8),
+            (&stamps(versions), Type::TIMESTAMPTZ_ARRAY),
+        ],
+    )?)
 }

@@ -6,9 +6,11 @@ mod list_query;
 mod name;
 mod user;
 mod user_id;
+mod version;
 
 pub use email::Email;
 pub use list_query::ListQuery;
 pub use name::PersonName;
 pub use user::{NewUser, Timestamp, User, UserPatch};
 pub use user_id::UserId;
+pub use version::Version;

@@ -3,14 +3,17 @@
 
 pub mod admin;
 mod health;
+mod idempotent;
 mod meta;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::db::Db;
+use crate::db::idempotency::Purger;
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::http::{Request, Response};
@@ -25,10 +28,23 @@ pub struct Ctx {
     /// The API keys in force; `None`: the user routes are open.
     pub keys: Option<Arc<KeyStore>>,
     pub max_body_bytes: usize,
+    /// PUT, PATCH and DELETE of a user need `If-Match`.
+    pub require_if_match: bool,
+    /// How long an `Idempotency-Key`'s answer is replayed.
+    pub idempotency_key_ttl: Duration,
+    /// The purge of expired idempotency keys, which stops with the service.
+    pub purger: Option<Purger>,
 }
 
 /// Answers one request that `route` was already computed for.
-pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, ApiError> {
+/// `caller` is the name of the API key the request was made with, when there is one:
+/// whose `Idempotency-Key`s a write's key is kept among.
+pub fn dispatch(
+    ctx: &Ctx,
+    req: &Request,
+    route: Route<'_>,
+    caller: Option<&str>,
+) -> Result<Response, ApiError> {
     let (endpoint, id) = match route {
         Route::Found { endpoint, id, .. } => (endpoint, id),
         Route::MethodNotAllowed { allow, .. } => return Err(ApiError::MethodNotAllowed { allow }),
@@ -36,12 +52,12 @@ pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, 
     };
     let id = || UserId::parse(id.unwrap_or(""));
     match endpoint {
-        Endpoint::CreateUser => users::create(ctx, req),
+        Endpoint::CreateUser => users::create(ctx, req, caller),
         Endpoint::ListUsers => users::list(ctx, req),
-        Endpoint::GetUser => users::get(ctx, id()?),
-        Endpoint::ReplaceUser => users::replace(ctx, req, id()?),
-        Endpoint::PatchUser => users::patch(ctx, req, id()?),
-        Endpoint::DeleteUser => users::delete(ctx, id()?),
+        Endpoint::GetUser => users::get(ctx, req, id()?),
+        Endpoint::ReplaceUser => users::replace(ctx, req, caller, id()?),
+        Endpoint::PatchUser => users::patch(ctx, req, caller, id()?),
+        Endpoint::DeleteUser => users::delete(ctx, req, caller, id()?),
         Endpoint::Health => health::ready(ctx),
         Endpoint::Live => health::live(),
         Endpoint::Metrics => meta::metrics(ctx),

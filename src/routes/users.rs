@@ -1,49 +1,126 @@
 //! The user handlers: parse typed input, run one query, return a typed response.
+//!
+//! Every write goes through [`write`]: without `Idempotency-Key` it is the one statement
+//! it always was; with one, it runs in the key's transaction (see `idempotent`).
 
 use serde::Serialize;
 
-use super::{Ctx, json};
-use crate::db::{Access, users};
-use crate::domain::{ListQuery, NewUser, User, UserId, UserPatch};
+use super::{Ctx, idempotent, json};
+use crate::db::users::{self, Guarded};
+use crate::db::{Access, DbError, Session};
+use crate::domain::{ListQuery, NewUser, User, UserId, UserPatch, Version};
 use crate::error::ApiError;
+use crate::http::idempotency_key::IdempotencyKey;
+use crate::http::precondition::{self, EntityTag, TagList};
 use crate::http::{Request, Response, body};
 
 const NO_USER: ApiError = ApiError::NotFound("user");
 
-pub fn create(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
+/// What a handler answers; a write decides it inside its database round trip, so that a
+/// keyed write can store it (or roll back on an error) in the same transaction.
+type Answer = Result<Response, ApiError>;
+
+pub fn create(ctx: &Ctx, req: &Request, caller: Option<&str>) -> Answer {
     let new = NewUser::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
-    let user = ctx.db.run(Access::Write, |c| users::insert(c, &new))?;
-    Ok(json(201, &user)?.with_header("Location", format!("/user/{}", user.id)))
+    write(ctx, req, caller, |c| {
+        let user = users::insert(c, &new)?;
+        Ok(with_etag(json(201, &user), &user)
+            .map(|r| r.with_header("Location", format!("/user/{}", user.id))))
+    })
 }
 
-pub fn get(ctx: &Ctx, id: UserId) -> Result<Response, ApiError> {
+pub fn get(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
+    let unless = precondition::if_none_match(req)?;
     let user = ctx.db.find(|c| users::get(c, id))?.ok_or(NO_USER)?;
-    json(200, &user)
-}
-
-pub fn replace(ctx: &Ctx, req: &Request, id: UserId) -> Result<Response, ApiError> {
-    let new = NewUser::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
-    let user = ctx
-        .db
-        .run(Access::Write, |c| users::replace(c, id, &new))?
-        .ok_or(NO_USER)?;
-    json(200, &user)
-}
-
-pub fn patch(ctx: &Ctx, req: &Request, id: UserId) -> Result<Response, ApiError> {
-    let patch = UserPatch::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
-    let user = ctx
-        .db
-        .run(Access::Write, |c| users::patch(c, id, &patch))?
-        .ok_or(NO_USER)?;
-    json(200, &user)
-}
-
-pub fn delete(ctx: &Ctx, id: UserId) -> Result<Response, ApiError> {
-    if !ctx.db.run(Access::Write, |c| users::delete(c, id))? {
-        return Err(NO_USER);
+    let token = Version::of(&user).token();
+    if unless.is_some_and(|tags| tags.matches_weakly(&token.to_string())) {
+        return Ok(Response::new(304).with_header("ETag", EntityTag::strong(token)));
     }
-    Ok(Response::new(204).with_header("Content-Type", "application/json"))
+    Ok(json(200, &user)?.with_header("ETag", EntityTag::strong(token)))
+}
+
+pub fn replace(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
+    let new = NewUser::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
+    let versions = if_match(ctx, req)?;
+    write(ctx, req, caller, |c| {
+        Ok(changed(match &versions {
+            None => users::replace(c, id, &new)?.map_or(Guarded::Missing, Guarded::Applied),
+            Some(v) => users::replace_if(c, id, &new, v)?,
+        }))
+    })
+}
+
+pub fn patch(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
+    let patch = UserPatch::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
+    let versions = if_match(ctx, req)?;
+    write(ctx, req, caller, |c| {
+        Ok(changed(match &versions {
+            None => users::patch(c, id, &patch)?.map_or(Guarded::Missing, Guarded::Applied),
+            Some(v) => users::patch_if(c, id, &patch, v)?,
+        }))
+    })
+}
+
+pub fn delete(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
+    let versions = if_match(ctx, req)?;
+    write(ctx, req, caller, |c| {
+        let deleted = match &versions {
+            None => users::delete(c, id)?,
+            Some(v) => match users::delete_if(c, id, v)? {
+                Guarded::Applied(_) => true,
+                Guarded::Missing => false,
+                Guarded::Mismatch => return Ok(Err(ApiError::PreconditionFailed)),
+            },
+        };
+        if !deleted {
+            return Ok(Err(NO_USER));
+        }
+        Ok(Ok(
+            Response::new(204).with_header("Content-Type", "application/json")
+        ))
+    })
+}
+
+/// Runs a write: alone, or in its `Idempotency-Key`'s transaction when it has one.
+fn write(
+    ctx: &Ctx,
+    req: &Request,
+    caller: Option<&str>,
+    op: impl FnMut(&mut Session) -> Result<Answer, DbError>,
+) -> Answer {
+    match IdempotencyKey::from_request(req)? {
+        None => ctx.db.run(Access::Write, op)?,
+        Some(key) => idempotent::run(ctx, req, caller, &key, op),
+    }
+}
+
+/// The versions `If-Match` names, or `None` when the write is unconditional (no header,
+/// or `*`: "any current version", which a PUT, PATCH or DELETE of a user that must
+/// exist asks anyway). A tag this service never issued stays in as no version at all,
+/// so the write fails with 412 rather than running unguarded.
+fn if_match(ctx: &Ctx, req: &Request) -> Result<Option<Vec<Version>>, ApiError> {
+    match precondition::if_match(req)? {
+        None if ctx.require_if_match => Err(ApiError::PreconditionRequired),
+        None | Some(TagList::Any) => Ok(None),
+        Some(tags) => Ok(Some(
+            tags.strong_tokens()
+                .filter_map(Version::from_token)
+                .collect(),
+        )),
+    }
+}
+
+/// The answer to a PUT or PATCH.
+fn changed(outcome: Guarded<User>) -> Answer {
+    match outcome {
+        Guarded::Applied(user) => with_etag(json(200, &user), &user),
+        Guarded::Missing => Err(NO_USER),
+        Guarded::Mismatch => Err(ApiError::PreconditionFailed),
+    }
+}
+
+fn with_etag(resp: Answer, user: &User) -> Answer {
+    Ok(resp?.with_header("ETag", EntityTag::strong(Version::of(user).token())))
 }
 
 #[derive(Serialize)]
@@ -54,7 +131,10 @@ struct Page {
     next_after_id: Option<i64>,
 }
 
-pub fn list(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
+/// A page carries no ETag: a tag that notices every change to any user on it (deletes
+/// and inserts included) would cost hashing the page or a second query; clients
+/// revalidate single users instead (docs/API.md).
+pub fn list(ctx: &Ctx, req: &Request) -> Answer {
     let q = ListQuery::parse(req.query.as_deref())?;
     let users = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
     let full = i64::try_from(users.len()).is_ok_and(|n| n == q.limit);

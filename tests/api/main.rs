@@ -6,14 +6,17 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod conditional;
 mod errors;
 mod failover;
 mod health;
 mod http;
+mod idempotency;
 mod keys;
 mod metrics;
 mod openapi;
 mod replica;
+mod round_trips;
 mod seed;
 mod users_create;
 mod users_delete;

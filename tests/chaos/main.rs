@@ -15,6 +15,7 @@ mod auth;
 mod connection_flood;
 mod db_outage;
 mod hostile_inputs;
+mod idempotent_retries;
 mod pool_exhaustion;
 mod rate_limit;
 mod sigterm;
