@@ -7,6 +7,10 @@
 //! wraps) ourselves, the same way: a current-thread runtime per connection, entered only
 //! while a statement runs, polling the connection and the statement together. Every statement is bounded by `DB_QUERY_TIMEOUT_MS`; past it
 //! the session is broken and the pool drops it, which closes the socket.
+//!
+//! Each session also keeps the statements it prepared (unless the cache is off, for a
+//! pooler that cannot follow named statements): PostgreSQL then parses and plans a
+//! statement once per connection instead of once per request.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -16,10 +20,13 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::error::Severity;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::{ToSql, Type};
+
+pub use crate::config::StatementCache;
 use tokio_postgres::{
-    AsyncMessage, Client, Config, Connection, NoTls, Row, SimpleQueryMessage, Socket,
+    AsyncMessage, Client, Config, Connection, NoTls, Row, SimpleQueryMessage, Socket, Statement,
 };
 
 /// Why a statement (or a connection attempt) failed.
@@ -86,6 +93,77 @@ pub type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 pub struct Session {
     client: Client,
     driver: Driver,
+    /// `None` when the cache is off.
+    statements: Option<Statements>,
+}
+
+/// The statements one connection has prepared, keyed by their SQL. A handful of `const`s,
+/// so a short list beats a hash map: the pointer comparison usually settles it.
+#[derive(Default)]
+struct Statements(Vec<(&'static str, Statement)>);
+
+impl Statements {
+    fn get(&self, sql: &'static str) -> Option<&Statement> {
+        self.0
+            .iter()
+            .find(|(s, _)| s.len() == sql.len() && (s.as_ptr() == sql.as_ptr() || *s == sql))
+            .map(|(_, st)| st)
+    }
+}
+
+/// How many rows a statement must return.
+#[derive(Clone, Copy)]
+enum Rows {
+    Any,
+    ExactlyOne,
+}
+
+/// PostgreSQL refuses to run a cached plan whose result columns changed under it (a
+/// column's type altered, for one), with "cached plan must not change result type". It
+/// raises that before executing anything, and any ERROR in an implicit transaction
+/// rolls back what the statement did, so preparing afresh and running it once more is
+/// safe even for a write. The SQLSTATE is generic (feature not supported), but running
+/// again costs one round trip at worst, and the message may be translated.
+fn is_stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+}
+
+/// Runs `sql` on the connection's prepared statement, preparing it first if need be;
+/// after a stale plan, forgets every prepared statement (they may all be stale) and
+/// tries once more.
+async fn run_prepared(
+    client: &Client,
+    statements: &mut Statements,
+    sql: &'static str,
+    params: &Params<'_>,
+    rows: Rows,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    let mut replanned = false;
+    loop {
+        let statement = match statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let s = client.prepare_typed(sql, &types).await?;
+                statements.0.push((sql, s.clone()));
+                s
+            }
+        };
+        let result = match rows {
+            Rows::Any => client.query(&statement, &values).await,
+            Rows::ExactlyOne => client.query_one(&statement, &values).await.map(|r| vec![r]),
+        };
+        match result {
+            Err(e) if !replanned && is_stale_plan(&e) => {
+                log::info!("re-preparing statements after a schema change: {e}");
+                // Dropping them queues a Close for each, sent with the next message.
+                statements.0.clear();
+                replanned = true;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The connection's socket side, the runtime that runs it, and the deadline it enforces.
@@ -180,7 +258,11 @@ fn is_fatal(e: &tokio_postgres::Error) -> bool {
 impl Session {
     /// Opens a connection: the TCP connect, authentication and start-up, all within
     /// `deadline`, which then bounds each statement too.
-    pub fn connect(pg: &Config, deadline: Duration) -> Result<Session, DbError> {
+    pub fn connect(
+        pg: &Config,
+        deadline: Duration,
+        cache: StatementCache,
+    ) -> Result<Session, DbError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -202,19 +284,61 @@ impl Session {
             deadline,
             broken: false,
         };
-        Ok(Session { client, driver })
+        let statements = (cache == StatementCache::On).then(Statements::default);
+        Ok(Session {
+            client,
+            driver,
+            statements,
+        })
     }
 
-    pub fn query_typed(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, DbError> {
-        let deadline = self.driver.deadline;
-        self.driver
-            .block(deadline, self.client.query_typed(sql, params))
+    /// Runs `sql` with `params`, within one deadline whether or not it must be prepared
+    /// first. `sql` is a `const`: it keys the connection's prepared statements.
+    pub fn query_typed(
+        &mut self,
+        sql: &'static str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, DbError> {
+        self.run(sql, params, Rows::Any)
     }
 
-    pub fn query_typed_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, DbError> {
+    /// As `query_typed`, for a statement that returns exactly one row (else an error).
+    pub fn query_typed_one(
+        &mut self,
+        sql: &'static str,
+        params: &Params<'_>,
+    ) -> Result<Row, DbError> {
+        let rows = self.run(sql, params, Rows::ExactlyOne)?;
+        // Our own invariant, not the database's: `ExactlyOne` is an error or one row.
+        Ok(rows.into_iter().next().expect("ExactlyOne returns one row"))
+    }
+
+    fn run(
+        &mut self,
+        sql: &'static str,
+        params: &Params<'_>,
+        rows: Rows,
+    ) -> Result<Vec<Row>, DbError> {
         let deadline = self.driver.deadline;
-        self.driver
-            .block(deadline, self.client.query_typed_one(sql, params))
+        let client = &self.client;
+        match &mut self.statements {
+            Some(statements) => self.driver.block(
+                deadline,
+                run_prepared(client, statements, sql, params, rows),
+            ),
+            None => match rows {
+                Rows::Any => self.driver.block(deadline, client.query_typed(sql, params)),
+                Rows::ExactlyOne => self
+                    .driver
+                    .block(deadline, client.query_typed_one(sql, params))
+                    .map(|r| vec![r]),
+            },
+        }
+    }
+
+    /// How many statements this session holds prepared (0 with the cache off).
+    pub fn prepared_statements(&self) -> usize {
+        self.statements.as_ref().map_or(0, |s| s.0.len())
     }
 
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, DbError> {
@@ -268,7 +392,7 @@ mod tests {
         pg.host("127.0.0.1").port(port).user("u").dbname("d");
 
         let started = Instant::now();
-        let result = Session::connect(&pg, Duration::from_millis(200));
+        let result = Session::connect(&pg, Duration::from_millis(200), StatementCache::On);
         let took = started.elapsed();
 
         assert!(

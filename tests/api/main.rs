@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod replica;
 mod seed;
+mod statements;
 mod users_create;
 mod users_delete;
 mod users_list;
