@@ -50,6 +50,14 @@ struct NewUser {
     email: Option<String>,
 }
 
+#[derive(Serialize)]
+struct Page {
+    users: Vec<User>,
+    limit: i64,
+    offset: i64,
+    next_after_id: Option<i64>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -97,7 +105,10 @@ async fn get_user(State(pool): State<Pool>, Path(id): Path<i64>) -> Result<Json<
     let stmt = client
         .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
         .await?;
-    let row = client.query_opt(&stmt, &[&id]).await?.ok_or(ApiError::NotFound)?;
+    let row = client
+        .query_opt(&stmt, &[&id])
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(Json(row_to_user(&row)))
 }
 
@@ -126,13 +137,17 @@ async fn create_user(
         .await?;
     let user = row_to_user(&row);
     let location = format!("/user/{}", user.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(user),
+    ))
 }
 
 async fn list_users(
     State(pool): State<Pool>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 100"));
@@ -147,8 +162,15 @@ async fn list_users(
         .await?;
     let rows = client.query(&stmt, &[&after, &limit, &offset]).await?;
     let users: Vec<User> = rows.iter().map(row_to_user).collect();
-    let next = (users.len() as i64 == limit).then(|| users.last().map(|u| u.id)).flatten();
-    Ok(Json(json!({ "users": users, "limit": limit, "offset": 0, "next_after_id": next })))
+    let next_after_id = (users.len() as i64 == limit)
+        .then(|| users.last().map(|u| u.id))
+        .flatten();
+    Ok(Json(Page {
+        users,
+        limit,
+        offset: 0,
+        next_after_id,
+    }))
 }
 
 #[tokio::main]
