@@ -14,8 +14,10 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -176,6 +178,9 @@ struct Driver {
     deadline: Duration,
     /// Timed out, or the connection failed or ended: never to be used again.
     broken: bool,
+    wakeup: Arc<Wakeup>,
+    /// `wakeup` as a `Waker`, made once.
+    waker: Waker,
 }
 
 impl Driver {
@@ -193,41 +198,25 @@ impl Driver {
         };
         let connection = &mut self.connection;
         let broken = &mut self.broken;
+        let wakeup = &self.wakeup;
+        let waker = &self.waker;
         let mut statement = pin!(statement);
         // The statement sends nothing until it is first polled.
         let mut sent = false;
-        let both = poll_fn(|cx| {
-            while !*broken {
-                match connection.poll_message(cx) {
-                    Poll::Ready(Some(Ok(AsyncMessage::Notice(n)))) => {
-                        log::info!("database notice: {}: {}", n.severity(), n.message());
-                    }
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(e))) => {
-                        *broken = true;
-                        return Poll::Ready(Err(if sent {
-                            DbError::Lost(e)
-                        } else {
-                            DbError::Stale(Some(e))
-                        }));
-                    }
-                    // The connection ended; the statement learns it from its own side.
-                    Poll::Ready(None) => *broken = true,
-                    Poll::Pending => break,
+        let both = poll_fn(|outer| {
+            wakeup.pass_on_to(outer.waker());
+            let mut cx = Context::from_waker(waker);
+            for _ in 0..PASSES {
+                wakeup.start_pass();
+                let result = pass(connection, broken, &mut sent, statement.as_mut(), &mut cx);
+                if result.is_ready() || !wakeup.end_pass() {
+                    return result;
                 }
             }
-            sent = true;
-            statement.as_mut().poll(cx).map_err(|e| {
-                // A FATAL ends the session whatever its SQLSTATE (an idle-session
-                // timeout, a pooler's disconnect), even when it came as this
-                // statement's answer.
-                if is_fatal(&e) {
-                    *broken = true;
-                    DbError::Lost(e)
-                } else {
-                    DbError::Pg(e)
-                }
-            })
+            // Still asking for more (the runtime's budget for one poll may be spent): let
+            // the runtime poll again.
+            outer.waker().wake_by_ref();
+            Poll::Pending
         });
         match runtime.block_on(async { tokio::time::timeout(deadline, both).await }) {
             Ok(result) => result,
@@ -237,6 +226,106 @@ impl Driver {
                 self.broken = true;
                 Err(DbError::TimedOut(deadline))
             }
+        }
+    }
+}
+
+/// Passes over the connection and the statement before handing control back to the
+/// runtime, when each pass woke the next (see `Wakeup`).
+const PASSES: usize = 4;
+
+/// One pass: the connection takes in what the server sent (and sends what is queued),
+/// then the statement moves on.
+fn pass<T>(
+    connection: &mut Connection<Socket, NoTlsStream>,
+    broken: &mut bool,
+    sent: &mut bool,
+    statement: Pin<&mut impl Future<Output = Result<T, tokio_postgres::Error>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, DbError>> {
+    while !*broken {
+        match connection.poll_message(cx) {
+            Poll::Ready(Some(Ok(AsyncMessage::Notice(n)))) => {
+                log::info!("database notice: {}: {}", n.severity(), n.message());
+            }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => {
+                *broken = true;
+                return Poll::Ready(Err(if *sent {
+                    DbError::Lost(e)
+                } else {
+                    DbError::Stale(Some(e))
+                }));
+            }
+            // The connection ended; the statement learns it from its own side.
+            Poll::Ready(None) => *broken = true,
+            Poll::Pending => break,
+        }
+    }
+    *sent = true;
+    statement.poll(cx).map_err(|e| {
+        // A FATAL ends the session whatever its SQLSTATE (an idle-session
+        // timeout, a pooler's disconnect), even when it came as this
+        // statement's answer.
+        if is_fatal(&e) {
+            *broken = true;
+            DbError::Lost(e)
+        } else {
+            DbError::Pg(e)
+        }
+    })
+}
+
+/// The waker the connection and the statement see. The statement hands its request to
+/// the connection through a channel, which wakes the connection's task: with the
+/// runtime's own waker that costs an eventfd write and an extra `epoll_wait` per
+/// statement before the request is even sent. A wake-up that comes while we poll asks
+/// for one more pass instead; one that comes from the runtime (the socket became
+/// readable) is passed on to the runtime's waker, as before.
+#[derive(Default)]
+struct Wakeup {
+    polling: AtomicBool,
+    again: AtomicBool,
+    outer: Mutex<Option<Waker>>,
+}
+
+impl Wakeup {
+    fn pass_on_to(&self, waker: &Waker) {
+        let mut outer = self.outer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !outer.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *outer = Some(waker.clone());
+        }
+    }
+
+    fn start_pass(&self) {
+        self.again.store(false, Ordering::Relaxed);
+        self.polling.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the pass asked for another.
+    fn end_pass(&self) -> bool {
+        self.polling.store(false, Ordering::Relaxed);
+        self.again.load(Ordering::Relaxed)
+    }
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // The runtime is current-thread and only runs while we poll or park in
+        // `block`: a wake-up during a pass comes from that pass.
+        if self.polling.load(Ordering::Relaxed) {
+            self.again.store(true, Ordering::Relaxed);
+        } else if let Some(w) = self
+            .outer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            w.wake_by_ref();
         }
     }
 }
@@ -278,11 +367,14 @@ impl Session {
                 return Err(DbError::TimedOut(deadline));
             }
         };
+        let wakeup = Arc::new(Wakeup::default());
         let driver = Driver {
             connection,
             runtime: Some(runtime),
             deadline,
             broken: false,
+            waker: Waker::from(Arc::clone(&wakeup)),
+            wakeup,
         };
         let statements = (cache == StatementCache::On).then(Statements::default);
         Ok(Session {
@@ -380,6 +472,46 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    /// Counts the wake-ups it is given.
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_during_a_pass_asks_for_another_pass_and_does_not_reach_the_runtime() {
+        let runtime = Arc::new(Counter::default());
+        let wakeup = Arc::new(Wakeup::default());
+        wakeup.pass_on_to(&Waker::from(Arc::clone(&runtime)));
+        let waker = Waker::from(Arc::clone(&wakeup));
+
+        wakeup.start_pass();
+        waker.wake_by_ref();
+        let again = wakeup.end_pass();
+
+        assert!(again);
+        assert_eq!(runtime.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_wake_up_between_passes_reaches_the_runtime() {
+        let runtime = Arc::new(Counter::default());
+        let wakeup = Arc::new(Wakeup::default());
+        wakeup.pass_on_to(&Waker::from(Arc::clone(&runtime)));
+        let waker = Waker::from(Arc::clone(&wakeup));
+
+        wakeup.start_pass();
+        let again = wakeup.end_pass();
+        waker.wake_by_ref();
+
+        assert!(!again);
+        assert_eq!(runtime.0.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn connect_times_out_when_the_server_accepts_but_never_answers() {
