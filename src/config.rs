@@ -92,7 +92,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "WORKERS",
-        "8",
+        "16",
         "threads running requests (each holds a connection only while it queries)",
     ),
     (
@@ -274,7 +274,7 @@ impl Config {
         let env = Env(Box::new(move |name: &str| {
             lookup(name).filter(|v| !v.is_empty())
         }));
-        let workers = env.parse_in("WORKERS", 8, 1..=1024)?;
+        let workers = env.parse_in("WORKERS", 16, 1..=1024)?;
         let server = ServerConfig {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
@@ -595,8 +595,8 @@ mod tests {
     fn config_has_documented_defaults_when_only_required_vars_are_set() {
         let c = config(BASE).unwrap();
         assert_eq!(c.bind.to_string(), "0.0.0.0:5000");
-        assert_eq!(c.server.workers, 8);
-        assert_eq!(c.db.pool_size, 8);
+        assert_eq!(c.server.workers, 16);
+        assert_eq!(c.db.pool_size, 16);
         assert_eq!(c.db.pool_timeout, Duration::from_millis(1000));
         assert_eq!(c.db.connect_timeout, Duration::from_secs(30));
         assert_eq!(c.server.max_body_bytes, 65_536);
