@@ -94,6 +94,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("DB_POOL_SIZE", "WORKERS", "pooled PostgreSQL connections"),
     (
+        "DB_STATEMENT_CACHE",
+        "on",
+        "on: each connection prepares a statement once and reuses it; off: unnamed \
+         statements, for PgBouncer in transaction mode before 1.21",
+    ),
+    (
         "DB_POOL_TIMEOUT_MS",
         "1000",
         "how long a request waits for a pooled connection before a 503",
@@ -121,7 +127,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "WORKERS",
-        "8",
+        "16",
         "threads running requests (each holds a connection only while it queries)",
     ),
     (
@@ -270,6 +276,17 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether a session prepares each statement once and reuses it (`DB_STATEMENT_CACHE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementCache {
+    /// Named statements, prepared on first use and kept for the connection's life.
+    On,
+    /// Every statement unnamed, parsed and planned each time, in one round trip: what
+    /// PgBouncer in transaction mode before 1.21 needs, since a later transaction may
+    /// run on a server connection that never saw the statement.
+    Off,
+}
+
 /// Where and how to reach PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -282,6 +299,7 @@ pub struct DbConfig {
     /// How long we wait for any answer from the database before giving up on the
     /// connection: what bounds a request when the database hangs.
     pub query_timeout: Duration,
+    pub statement_cache: StatementCache,
 }
 
 #[derive(Clone, Debug)]
@@ -320,7 +338,7 @@ impl Config {
         let env = Env(Box::new(move |name: &str| {
             lookup(name).filter(|v| !v.is_empty())
         }));
-        let workers = env.parse_in("WORKERS", 8, 1..=1024)?;
+        let workers = env.parse_in("WORKERS", 16, 1..=1024)?;
         let server = ServerConfig {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
@@ -417,6 +435,7 @@ fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
             query_timeout_default(statement_timeout),
             1..=86_400_000,
         )?),
+        statement_cache: statement_cache(env.get("DB_STATEMENT_CACHE").as_deref())?,
     })
 }
 
@@ -519,6 +538,17 @@ fn endpoint(
     pg.ssl_mode(tls.mode.driver_mode());
     let connector = Connector::new(tls).map_err(|e| err(var, e))?;
     Ok(Endpoint { pg, tls: connector })
+}
+
+fn statement_cache(value: Option<&str>) -> Result<StatementCache, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("on" | "true" | "1") => Ok(StatementCache::On),
+        Some("off" | "false" | "0") => Ok(StatementCache::Off),
+        Some(v) => Err(err(
+            "DB_STATEMENT_CACHE",
+            format!("{v:?} is not one of on, off"),
+        )),
+    }
 }
 
 /// The server gets the first word: half a second past its own statement timeout, so a
@@ -815,8 +845,8 @@ mod tests {
     fn config_has_documented_defaults_when_only_required_vars_are_set() {
         let c = config(BASE).unwrap();
         assert_eq!(c.bind.to_string(), "0.0.0.0:5000");
-        assert_eq!(c.server.workers, 8);
-        assert_eq!(c.db.pool_size, 8);
+        assert_eq!(c.server.workers, 16);
+        assert_eq!(c.db.pool_size, 16);
         assert_eq!(c.db.pool_timeout, Duration::from_millis(1000));
         assert_eq!(c.db.connect_timeout, Duration::from_secs(30));
         assert_eq!(c.server.max_body_bytes, 65_536);
@@ -848,6 +878,16 @@ mod tests {
     }
 
     #[test]
+    fn statements_are_cached_unless_the_cache_is_turned_off() {
+        let cache =
+            |vars: &[(&'static str, &'static str)]| config(&with(vars)).unwrap().db.statement_cache;
+        assert_eq!(cache(&[]), StatementCache::On);
+        assert_eq!(cache(&[("DB_STATEMENT_CACHE", "on")]), StatementCache::On);
+        assert_eq!(cache(&[("DB_STATEMENT_CACHE", "off")]), StatementCache::Off);
+        assert_eq!(cache(&[("DB_STATEMENT_CACHE", "OFF")]), StatementCache::Off);
+    }
+
+    #[test]
     fn config_fails_naming_the_variable_when_a_value_is_bad() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DB_PORT", "abc")], "DB_PORT"),
@@ -856,6 +896,7 @@ mod tests {
             (&[("BIND", "nowhere")], "BIND"),
             (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
             (&[("DB_POOL_TIMEOUT_MS", "-5")], "DB_POOL_TIMEOUT_MS"),
+            (&[("DB_STATEMENT_CACHE", "sometimes")], "DB_STATEMENT_CACHE"),
             (
                 &[("DB_PASSWORD_FILE", "/nonexistent/pw")],
                 "DB_PASSWORD_FILE",

@@ -16,7 +16,7 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio_postgres::types::Type;
 
-use super::{DbError, Endpoint, Session};
+use super::{DbError, Endpoint, Session, StatementCache};
 use crate::error::chain;
 
 /// Advisory locks in two-int form live apart from the single-bigint one the migrations
@@ -223,7 +223,9 @@ impl Purger {
 /// Deletes every expired key, one bounded batch per statement (each its own short
 /// transaction); returns how many, and whether any key (expired or not) is left.
 pub fn purge(pg: &Endpoint, query_timeout: Duration) -> Result<(u64, bool), DbError> {
-    let mut session = Session::connect(pg, query_timeout)?;
+    // A few statements on a connection of its own: nothing to gain from preparing them,
+    // and unprepared statements work behind any pooler.
+    let mut session = Session::connect(pg, query_timeout, StatementCache::Off)?;
     let mut total = 0;
     loop {
         let n = purge_batch(&mut session)?;

@@ -16,7 +16,7 @@ use log::{info, warn};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 use tokio_postgres::error::SqlState;
 
-pub use session::{DbError, Session};
+pub use session::{DbError, Session, StatementCache};
 
 use crate::config::DbConfig;
 use crate::error::{ApiError, chain};
@@ -47,7 +47,7 @@ pub fn connect_with_retry(
     let deadline = Instant::now() + cfg.connect_timeout;
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match Session::connect(&cfg.primary, cfg.query_timeout) {
+        match Session::connect(&cfg.primary, cfg.query_timeout, cfg.statement_cache) {
             Ok(client) => return Ok(client),
             Err(e) if is_final(&e) || Instant::now() + delay > deadline => {
                 return Err(WaitError::Database(e));
@@ -198,6 +198,7 @@ impl PgPool {
         let manager = Manager {
             endpoint: endpoint.clone(),
             query_timeout: cfg.query_timeout,
+            statement_cache: cfg.statement_cache,
             suspect: Arc::clone(&suspect),
         };
         let pool = Pool::builder()
@@ -346,6 +347,7 @@ pub struct Conn {
 struct Manager {
     endpoint: Endpoint,
     query_timeout: Duration,
+    statement_cache: StatementCache,
     suspect: Arc<AtomicU64>,
 }
 
@@ -356,7 +358,7 @@ impl ManageConnection for Manager {
     fn connect(&self) -> Result<Conn, DbError> {
         let checked_at = self.suspect.load(Ordering::Relaxed);
         Ok(Conn {
-            session: Session::connect(&self.endpoint, self.query_timeout)?,
+            session: Session::connect(&self.endpoint, self.query_timeout, self.statement_cache)?,
             checked_at,
         })
     }

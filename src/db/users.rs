@@ -1,8 +1,9 @@
 //! The users table: one function per statement.
 //!
-//! Every statement goes through `query_typed`: parameters carry their types, so there is
-//! no separate prepare round trip and no named prepared statement, which keeps it safe
-//! behind PgBouncer in transaction mode.
+//! Every statement is a `const` run through `query_typed`: parameters carry their types.
+//! The session prepares each once per connection and reuses it (the const keys its
+//! cache), or, with `DB_STATEMENT_CACHE=off`, sends it unnamed in one round trip, which
+//! keeps it safe behind PgBouncer in transaction mode before 1.21.
 
 use std::time::SystemTime;
 

@@ -18,6 +18,7 @@ mod openapi;
 mod replica;
 mod round_trips;
 mod seed;
+mod statements;
 mod users_create;
 mod users_delete;
 mod users_list;

@@ -2,7 +2,10 @@
 //! through a proxy that counts the round trips it starts (extended-protocol `Sync`s and
 //! simple `Query`s). A request without `If-Match`, `If-None-Match` or `Idempotency-Key`
 //! must cost the one round trip it always did; the new headers may cost more only when
-//! they are sent.
+//! they are sent. The app runs with `DB_STATEMENT_CACHE=off`, where every statement is
+//! one round trip; with the cache on (the default) a statement's first run on each pooled
+//! connection adds one more, to prepare it, which would make the counts depend on which
+//! connection a request happens to get.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -91,6 +94,7 @@ fn count_and_forward(mut from: TcpStream, mut to: TcpStream, counter: &AtomicUsi
 fn spawn_counted() -> (TestApp, CountingProxy) {
     let mut proxy = None;
     let app = spawn_app_with(|vars| {
+        vars.insert("DB_STATEMENT_CACHE".into(), "off".into());
         let url = vars["DATABASE_URL"].clone();
         let pg = postgres::Config::from_str(&url).expect("a database URL");
         let port = pg.get_ports()[0];
