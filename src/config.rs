@@ -95,6 +95,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest request body; larger ones get 413 unread",
     ),
     (
+        "MAX_LIST_OFFSET",
+        "10000",
+        "deepest offset GET /users accepts (400 past it: page with after_id instead)",
+    ),
+    (
         "MAX_CONNECTIONS",
         "10000",
         "open client connections at most; more get a fast 503",
@@ -242,6 +247,8 @@ pub struct Config {
     /// Requests per second and burst per client address, when limited.
     pub rate_limit: Option<(f64, f64)>,
     pub trusted_proxies: Vec<Cidr>,
+    /// The deepest `offset` a listing accepts.
+    pub max_list_offset: i64,
 }
 
 impl Config {
@@ -287,6 +294,11 @@ impl Config {
                 Some(list) => parse_list(&list).map_err(|e| err("TRUSTED_PROXIES", e))?,
                 None => Vec::new(),
             },
+            max_list_offset: env.parse_in(
+                "MAX_LIST_OFFSET",
+                crate::domain::DEFAULT_MAX_OFFSET,
+                0..=i64::MAX,
+            )?,
         })
     }
 }

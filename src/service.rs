@@ -188,6 +188,7 @@ mod tests {
                 metrics: Metrics::new("test"),
                 api_token: None,
                 max_body_bytes: 100,
+                max_list_offset: 10_000,
             },
             served_by: Some("replica-1".into()),
             rate_limiter,

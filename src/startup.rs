@@ -128,6 +128,7 @@ impl App {
                 metrics: Metrics::new(VERSION),
                 api_token: config.api_token.clone(),
                 max_body_bytes: config.server.max_body_bytes,
+                max_list_offset: config.max_list_offset,
             },
             served_by: config.served_by.clone(),
             rate_limiter: config

@@ -8,7 +8,7 @@ mod user;
 mod user_id;
 
 pub use email::Email;
-pub use list_query::ListQuery;
+pub use list_query::{DEFAULT_MAX_OFFSET, ListQuery};
 pub use name::PersonName;
 pub use user::{NewUser, Timestamp, User, UserPatch};
 pub use user_id::UserId;

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub api_token: Option<Secret>,
     pub max_body_bytes: usize,
+    /// The deepest `offset` `GET /users` accepts.
+    pub max_list_offset: i64,
 }
 
 /// Answers one request that `route` was already computed for.

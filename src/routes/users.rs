@@ -55,7 +55,7 @@ struct Page {
 }
 
 pub fn list(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
-    let q = ListQuery::parse(req.query.as_deref())?;
+    let q = ListQuery::parse(req.query.as_deref(), ctx.max_list_offset)?;
     let users = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
     let full = i64::try_from(users.len()).is_ok_and(|n| n == q.limit);
     let next_after_id = users.last().filter(|_| full).map(|u| u.id);

@@ -1,0 +1,14 @@
+//! Hostile clients, round two: what an attack session against the release binary found
+//! (an outage through a proxy on oversized bodies, memory per connection, one client
+//! taking every slot, deep offsets, and a handful of smaller refusals), each held by a
+//! test that failed before the fix.
+//!
+//! The connection-layer tests run a bare server on `127.0.0.1:0`; the others run the app
+//! against the shared throwaway PostgreSQL.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod deep_offset;
