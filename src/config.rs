@@ -95,6 +95,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest request body; larger ones get 413 unread",
     ),
     (
+        "MAX_DISCARD_BYTES",
+        "1048576",
+        "a larger declared body is still read (and thrown away) up to this size, so its 413 \
+         reaches the client or proxy instead of a reset",
+    ),
+    (
         "MAX_LIST_OFFSET",
         "10000",
         "deepest offset GET /users accepts (400 past it: page with after_id instead)",
@@ -267,6 +273,7 @@ impl Config {
         let server = ServerConfig {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
+            max_discard_bytes: env.parse_in("MAX_DISCARD_BYTES", 1 << 20, 0..=1 << 30)?,
             max_connections: env.parse_in("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
             queue_depth: env.parse_in("QUEUE_DEPTH", 1024, 1..=1_000_000)?,
             header_timeout: env.millis("HEADER_TIMEOUT_MS", 10_000)?,

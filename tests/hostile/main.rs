@@ -12,3 +12,4 @@ mod common;
 mod support;
 
 mod deep_offset;
+mod oversized_body;

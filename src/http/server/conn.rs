@@ -36,8 +36,9 @@ pub(crate) enum Stage {
     Lingering,
 }
 
-/// Bytes discarded while lingering before the connection is simply closed.
-const LINGER_BUDGET: usize = 256 * 1024;
+/// Bytes discarded while lingering before the connection is simply closed, when no
+/// larger declared body is being drained.
+pub(crate) const LINGER_BUDGET: u64 = 256 * 1024;
 
 /// A read or write that ends the connection.
 #[derive(Debug)]
@@ -56,8 +57,11 @@ pub(crate) struct Conn {
     pub stage: Stage,
     /// When the current stage times out.
     pub deadline: Instant,
-    /// Bytes discarded so far while lingering.
-    lingered: usize,
+    /// Bytes still to discard while lingering before closing.
+    linger_left: u64,
+    /// Bytes of a too-large declared body the client has yet to send (see
+    /// [`Ready::unread_body`](super::reader::Ready)).
+    pub unread_body: u64,
     /// Readiness may have been reported that nobody read on (it came while the
     /// connection was away at a worker or busy writing): read before waiting again.
     pub maybe_readable: bool,
@@ -78,7 +82,8 @@ impl Conn {
             out_pos: 0,
             stage: Stage::Fresh,
             deadline,
-            lingered: 0,
+            linger_left: 0,
+            unread_body: 0,
             maybe_readable: true,
             wants_writable: false,
             answered: false,
@@ -122,27 +127,31 @@ impl Conn {
         Ok(true)
     }
 
-    /// Shuts the write side and drops buffers, entering the lingering stage.
-    pub(crate) fn start_linger(&mut self, deadline: Instant) {
+    /// Shuts the write side and drops buffers, entering the lingering stage, in which at
+    /// most `budget` more bytes are discarded before closing.
+    pub(crate) fn start_linger(&mut self, deadline: Instant, budget: u64) {
         // Sends our FIN after the response; failure means the peer is gone already.
         let _ = self.stream.shutdown(Shutdown::Write);
         self.buf = Vec::new();
         self.reader = Reader::default();
         self.stage = Stage::Lingering;
         self.deadline = deadline;
+        self.linger_left = budget;
     }
 
     /// Discards input while lingering. `Err(Gone)` once the client closed, the socket
-    /// failed, or the budget is spent: time to close.
+    /// failed, or the budget is spent: time to close. A budget spent exactly (a declared
+    /// body drained to its last byte) leaves nothing unread, so the close is a clean FIN.
     pub(crate) fn discard_input(&mut self, scratch: &mut [u8]) -> Result<(), Gone> {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Err(Gone),
                 Ok(n) => {
-                    self.lingered += n;
-                    if self.lingered > LINGER_BUDGET {
+                    let n = u64::try_from(n).unwrap_or(u64::MAX);
+                    if n >= self.linger_left {
                         return Err(Gone);
                     }
+                    self.linger_left -= n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// Largest request body read. A larger one is not read: the handler gets
     /// `Body::TooLarge` (and answers 413 once auth is checked), then the connection closes.
     pub max_body_bytes: usize,
+    /// A too-large declared body is still read, and thrown away, up to this many bytes
+    /// after the 413 is sent, so that a client or a proxy still sending it gets the
+    /// answer instead of a reset. At least what any proxy in front may forward (nginx
+    /// forwards 1 MiB unless told otherwise).
+    pub max_discard_bytes: u64,
     /// Open connections at most; past it a new one gets a fast 503 and is closed.
     pub max_connections: usize,
     /// Time a client has to send a complete request head (408 after it).
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
         ServerConfig {
             workers: 8,
             max_body_bytes: 64 * 1024,
+            max_discard_bytes: 1 << 20,
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),

@@ -45,8 +45,9 @@ pub(crate) enum Framing {
     Length(usize),
     /// `Transfer-Encoding: chunked`, decoded under the cap.
     Chunked,
-    /// The declared length is over the cap: the body is never read.
-    TooLarge,
+    /// The declared length (over the cap): the body is never read for the handler, only
+    /// discarded after the answer, so that the answer reaches the client.
+    TooLarge(u64),
 }
 
 /// A complete, accepted head.
@@ -196,7 +197,7 @@ fn decide_framing(
         None | Some(0) => Framing::Empty,
         Some(n) => match usize::try_from(n) {
             Ok(n) if n <= limits.max_body_bytes => Framing::Length(n),
-            _ => Framing::TooLarge,
+            _ => Framing::TooLarge(n),
         },
     })
 }
@@ -302,9 +303,9 @@ mod tests {
     #[test]
     fn framing_is_too_large_when_content_length_passes_the_cap() {
         let head = parse("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n").unwrap();
-        assert_eq!(head.framing, Framing::TooLarge);
+        assert_eq!(head.framing, Framing::TooLarge(101));
         let head = parse("POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
-        assert_eq!(head.unwrap().framing, Framing::TooLarge);
+        assert_eq!(head.unwrap().framing, Framing::TooLarge(u64::MAX));
     }
 
     #[test]

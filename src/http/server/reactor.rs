@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{After, Conn, Gone, Stage};
+use super::conn::{After, Conn, Gone, LINGER_BUDGET, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
@@ -170,6 +170,8 @@ pub(crate) struct Reactor {
     max_connections: usize,
     limits: Limits,
     timeouts: Timeouts,
+    /// How much of a too-large declared body is discarded after the 413.
+    max_discard_bytes: u64,
     shutdown_timeout: Duration,
     jobs: SyncSender<Job>,
     returned: Receiver<Returned>,
@@ -227,6 +229,7 @@ impl Reactor {
                 max_body_bytes: config.max_body_bytes,
             },
             timeouts,
+            max_discard_bytes: config.max_discard_bytes,
             shutdown_timeout: config.shutdown_timeout,
             jobs,
             returned,
@@ -431,6 +434,7 @@ impl Reactor {
             return;
         };
         conn.trim();
+        conn.unread_body = ready.unread_body;
         ready.request.peer = Some(conn.peer);
         let job = Job {
             token: Token(i),
@@ -457,6 +461,7 @@ impl Reactor {
             return;
         };
         conn.trim();
+        conn.unread_body = ready.unread_body;
         ready.request.peer = Some(conn.peer);
         worker::respond(self.handler.as_ref(), &self.stopper, conn, ready);
         conn.deadline = now + self.timeouts.write;
@@ -537,11 +542,19 @@ impl Reactor {
                 conn.trim();
             }
         } else {
-            let mut deadline = now + self.timeouts.linger;
+            // A declared body within the discard bound is drained to its last byte, with
+            // the body timeout to arrive in: a proxy that buffered it sends all of it and
+            // fails (and marks this replica down) if the connection resets under it.
+            let unread = std::mem::take(&mut conn.unread_body);
+            let (mut deadline, budget) = if unread > 0 && unread <= self.max_discard_bytes {
+                (now + self.timeouts.body, unread)
+            } else {
+                (now + self.timeouts.linger, LINGER_BUDGET)
+            };
             if let Some(drain) = self.drain_deadline {
                 deadline = deadline.min(drain);
             }
-            conn.start_linger(deadline);
+            conn.start_linger(deadline, budget);
             if conn.discard_input(&mut self.scratch).is_err() {
                 self.table.remove(i);
             }

@@ -35,6 +35,10 @@ pub(crate) struct Ready {
     /// The response gets `Connection: keep-alive`, as HTTP/1.0 needs to keep it.
     pub announce_keep_alive: bool,
     pub head_only: bool,
+    /// Bytes of a too-large declared body still to come from the client: read and
+    /// discarded after the answer (up to a bound), so closing does not reset the
+    /// connection under a client, or a proxy, that is still sending it.
+    pub unread_body: u64,
 }
 
 /// Where the reader is within the current request; decides which timeout applies.
@@ -175,7 +179,13 @@ impl Reader {
             Framing::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
             // Not a byte of it is read: the handler decides the status (auth comes first),
             // and the connection closes after the response.
-            Framing::TooLarge => return Step::Ready(Box::new(ready(head, Body::TooLarge))),
+            Framing::TooLarge(declared) => {
+                // What is buffered already belongs to that body and goes with the buffer.
+                let buffered = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+                let mut ready = ready(head, Body::TooLarge);
+                ready.unread_body = declared.saturating_sub(buffered);
+                return Step::Ready(Box::new(ready));
+            }
             Framing::Length(n) => BodyKind::Length { left: n },
             Framing::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
         };
@@ -208,6 +218,7 @@ fn ready(head: Head, body: Body) -> Ready {
         keep_alive,
         announce_keep_alive,
         head_only,
+        unread_body: 0,
     }
 }
 
@@ -360,6 +371,9 @@ mod tests {
         let r = ready(&steps[0]);
         assert_eq!(r.request.body, Body::TooLarge);
         assert!(!r.keep_alive);
+        assert_eq!(r.unread_body, 33);
+        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\n0123456789"]);
+        assert_eq!(ready(&steps[0]).unread_body, 30, "what came with the head is counted");
     }
 
     #[test]
