@@ -11,5 +11,6 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connection_slots;
 mod deep_offset;
 mod oversized_body;

@@ -32,7 +32,10 @@ fn server(max_discard_bytes: u64) -> TestServer {
 
 /// Sends the head and the whole declared body the way a buffering proxy does (all of
 /// it, before reading anything), on another thread; returns the client and the writer.
-fn post_whole_body(server: &TestServer, len: usize) -> (Client, thread::JoinHandle<std::io::Result<()>>) {
+fn post_whole_body(
+    server: &TestServer,
+    len: usize,
+) -> (Client, thread::JoinHandle<std::io::Result<()>>) {
     let client = server.client();
     let mut writer = client.stream.try_clone().expect("clone the stream");
     let sender = thread::spawn(move || {
@@ -72,9 +75,7 @@ fn oversized_body_gets_its_413_and_a_clean_close_when_the_client_sends_all_of_it
 fn oversized_body_past_the_discard_bound_is_not_waited_for() {
     let server = server(128 * 1024);
     let mut client = server.client();
-    client.send(
-        "POST /users HTTP/1.1\r\nHost: t\r\nContent-Length: 50000000\r\n\r\n",
-    );
+    client.send("POST /users HTTP/1.1\r\nHost: t\r\nContent-Length: 50000000\r\n\r\n");
     assert_eq!(client.response().status, 413);
     // Beyond the bound nobody drains 50 MB: the server closes after its short linger,
     // well before the body timeout.

@@ -69,6 +69,9 @@ pub(crate) struct Conn {
     pub wants_writable: bool,
     /// Waiting in the reactor's queue of its own answers (at most once).
     pub answered: bool,
+    /// Which of its idle spells this is: the reactor's queue of idle connections names
+    /// each entry's spell, so an entry left from an earlier one is recognised as stale.
+    pub idle_spell: u64,
 }
 
 impl Conn {
@@ -87,6 +90,7 @@ impl Conn {
             maybe_readable: true,
             wants_writable: false,
             answered: false,
+            idle_spell: 0,
         }
     }
 

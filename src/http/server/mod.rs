@@ -37,6 +37,7 @@ use mio::{Interest, Poll, Waker};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use super::Handler;
+use super::client_addr::Cidr;
 
 /// Descriptors kept back from `max_connections` for everything else the process opens:
 /// database connections, log files, the poller itself.
@@ -55,8 +56,14 @@ pub struct ServerConfig {
     /// answer instead of a reset. At least what any proxy in front may forward (nginx
     /// forwards 1 MiB unless told otherwise).
     pub max_discard_bytes: u64,
-    /// Open connections at most; past it a new one gets a fast 503 and is closed.
+    /// Open connections at most. At the cap a new connection takes the place of the
+    /// connection idle the longest; with none idle it gets a fast 503 and is closed.
     pub max_connections: usize,
+    /// Open connections from one peer address at most (0: no cap); past it a new one
+    /// gets a fast 503. Peers in `uncapped_peers` (trusted proxies) are exempt.
+    pub max_connections_per_peer: usize,
+    /// Peers the per-address cap does not apply to: proxies that carry many clients.
+    pub uncapped_peers: Vec<Cidr>,
     /// Time a client has to send a complete request head (408 after it).
     pub header_timeout: Duration,
     /// Time a client has to send the body once the head is in (408 after it).
@@ -82,6 +89,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_discard_bytes: 1 << 20,
             max_connections: 10_000,
+            max_connections_per_peer: 2_500,
+            uncapped_peers: Vec::new(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),

@@ -7,9 +7,9 @@
 //! whenever a connection enters a new stage the reactor tries its I/O at once instead of
 //! waiting for an event that may already have fired while a worker held it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
 use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
+use crate::http::client_addr::Cidr;
 use crate::http::{Handler, Method};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -91,11 +92,38 @@ struct Table {
     free: Option<usize>,
     /// Connections open, here or away: what `max_connections` limits.
     live: usize,
+    /// Each slot's peer address, kept while the connection is away too.
+    peer_of: Vec<Option<IpAddr>>,
+    /// Connections open per peer address: what `max_connections_per_peer` limits.
+    per_peer: HashMap<IpAddr, usize>,
 }
 
 impl Table {
     fn insert(&mut self, conn: Conn) -> usize {
         self.live += 1;
+        let ip = conn.peer.ip().to_canonical();
+        *self.per_peer.entry(ip).or_insert(0) += 1;
+        let i = self.place(conn);
+        if self.peer_of.len() <= i {
+            self.peer_of.resize(i + 1, None);
+        }
+        self.peer_of[i] = Some(ip);
+        i
+    }
+
+    /// Connections open from `ip`.
+    fn count_from(&self, ip: IpAddr) -> usize {
+        self.per_peer.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn peek(&self, i: usize) -> Option<&Conn> {
+        match self.slots.get(i) {
+            Some(Slot::Here(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn place(&mut self, conn: Conn) -> usize {
         match self.free {
             Some(i) => {
                 self.free = match self.slots[i] {
@@ -157,6 +185,14 @@ impl Table {
             *slot = Slot::Free { next: self.free };
             self.free = Some(i);
             self.live -= 1;
+            if let Some(ip) = self.peer_of.get_mut(i).and_then(Option::take) {
+                if let Some(n) = self.per_peer.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_peer.remove(&ip);
+                    }
+                }
+            }
         }
     }
 }
@@ -168,6 +204,14 @@ pub(crate) struct Reactor {
     listener: Option<TcpListener>,
     table: Table,
     max_connections: usize,
+    max_connections_per_peer: usize,
+    uncapped_peers: Vec<Cidr>,
+    /// Connections with no request under way (just accepted, or idle between requests),
+    /// oldest first, each with the idle spell it was queued for; entries whose
+    /// connection moved on are skipped when met. At the cap the oldest is closed to make
+    /// room, so that one client's idle connections cannot lock everyone else out.
+    idle: VecDeque<(usize, u64)>,
+    next_spell: u64,
     limits: Limits,
     timeouts: Timeouts,
     /// How much of a too-large declared body is discarded after the 413.
@@ -223,6 +267,10 @@ impl Reactor {
             listener: Some(listener),
             table: Table::default(),
             max_connections: config.max_connections.max(1),
+            max_connections_per_peer: config.max_connections_per_peer,
+            uncapped_peers: config.uncapped_peers.clone(),
+            idle: VecDeque::new(),
+            next_spell: 0,
             limits: Limits {
                 max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_headers,
@@ -533,6 +581,10 @@ impl Reactor {
         if after == After::KeepAlive && self.drain_deadline.is_none() {
             conn.stage = Stage::Reading(Phase::Idle);
             conn.deadline = now + self.timeouts.keepalive;
+            self.queue_idle(i);
+            let Some(conn) = self.table.get(i) else {
+                return;
+            };
             // Pipelined bytes may be buffered already, or readiness may have been
             // reported while a worker held the connection: then look now. Otherwise
             // the next request will be reported, and a read now would only see EAGAIN.
@@ -591,8 +643,16 @@ impl Reactor {
                         self.starved = false;
                         log::info!("accepting connections again");
                     }
-                    if self.table.live >= self.max_connections {
-                        self.refuse(stream, now);
+                    let ip = peer.ip().to_canonical();
+                    if self.max_connections_per_peer > 0
+                        && self.table.count_from(ip) >= self.max_connections_per_peer
+                        && !self.uncapped_peers.iter().any(|c| c.contains(ip))
+                    {
+                        self.refuse(stream, now, "one address has too many connections");
+                        continue;
+                    }
+                    if self.table.live >= self.max_connections && !self.close_oldest_idle() {
+                        self.refuse(stream, now, "the connection cap is reached");
                         continue;
                     }
                     // Responses leave in one write; Nagle would only delay them.
@@ -610,6 +670,8 @@ impl Reactor {
                     if let Err(e) = registered {
                         log::warn!("cannot watch a new connection from {peer}: {e}");
                         self.table.remove(i);
+                    } else {
+                        self.queue_idle(i);
                     }
                 }
                 Err(e) => match e.kind() {
@@ -642,13 +704,37 @@ impl Reactor {
         self.accept_more = true;
     }
 
-    /// Over the connection cap: a fast canned 503 and close, never a silent hang.
-    fn refuse(&mut self, mut stream: TcpStream, now: Instant) {
+    /// Queues a connection that just became idle (or was just accepted) for
+    /// [`close_oldest_idle`](Self::close_oldest_idle).
+    fn queue_idle(&mut self, i: usize) {
+        let spell = self.next_spell;
+        self.next_spell += 1;
+        if let Some(conn) = self.table.get(i) {
+            conn.idle_spell = spell;
+            self.idle.push_back((i, spell));
+        }
+        // Stale entries are dropped lazily; this bounds how many can pile up.
+        if self.idle.len() > 2 * self.max_connections + 64 {
+            let table = &self.table;
+            self.idle.retain(|&(i, spell)| is_idle_in(table, i, spell));
+        }
+    }
+
+    /// Closes the connection idle the longest, if any: returns whether one was closed.
+    fn close_oldest_idle(&mut self) -> bool {
+        while let Some((i, spell)) = self.idle.pop_front() {
+            if is_idle_in(&self.table, i, spell) {
+                self.table.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Over a connection cap: a fast canned 503 and close, never a silent hang.
+    fn refuse(&mut self, mut stream: TcpStream, now: Instant, why: &str) {
         if self.should_log_refusal(now) {
-            log::warn!(
-                "connection cap of {} reached: answering 503",
-                self.max_connections
-            );
+            log::warn!("{why}: answering 503");
         }
         // Whatever the client sent already is read, so closing does not reset the
         // connection before it sees the answer.
@@ -738,6 +824,14 @@ impl Reactor {
             Stage::Writing(_) | Stage::Lingering => self.table.remove(i),
         }
     }
+}
+
+/// Whether slot `i` holds a connection still in the idle spell `spell`: just accepted
+/// or between requests, with nothing under way.
+fn is_idle_in(table: &Table, i: usize, spell: u64) -> bool {
+    table.peek(i).is_some_and(|c| {
+        c.idle_spell == spell && matches!(c.stage, Stage::Fresh | Stage::Reading(Phase::Idle))
+    })
 }
 
 /// EMFILE, ENFILE, ENOBUFS or ENOMEM: the kind of accept failure that clears up by itself.

@@ -373,7 +373,11 @@ mod tests {
         assert!(!r.keep_alive);
         assert_eq!(r.unread_body, 33);
         let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\n0123456789"]);
-        assert_eq!(ready(&steps[0]).unread_body, 30, "what came with the head is counted");
+        assert_eq!(
+            ready(&steps[0]).unread_body,
+            30,
+            "what came with the head is counted"
+        );
     }
 
     #[test]
