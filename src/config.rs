@@ -95,6 +95,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest request body; larger ones get 413 unread",
     ),
     (
+        "BODY_BUDGET_BYTES",
+        "8388608",
+        "request body bytes all connections together may hold; past it a request with a body gets 503",
+    ),
+    (
         "MAX_DISCARD_BYTES",
         "1048576",
         "a larger declared body is still read (and thrown away) up to this size, so its 413 \
@@ -285,6 +290,7 @@ impl Config {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
             max_discard_bytes: env.parse_in("MAX_DISCARD_BYTES", 1 << 20, 0..=1 << 30)?,
+            body_budget_bytes: env.parse_in("BODY_BUDGET_BYTES", 8 << 20, 0..=1 << 40)?,
             max_connections,
             max_connections_per_peer: env.parse_in(
                 "MAX_CONNECTIONS_PER_PEER",

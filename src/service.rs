@@ -40,6 +40,21 @@ impl Handler for Service {
             }
         )
     }
+
+    /// Authentication and routing need only the head: a request they refuse is answered
+    /// before its body is read or `100 Continue` sent, counted and logged like any other.
+    fn refuse_head(&self, req: &Request) -> Option<Response> {
+        let route = router::route(&req.method, &req.path);
+        routes::check_head(&self.ctx, req, route).err()?;
+        Some(self.serve(req.clone(), refusal_from_head))
+    }
+}
+
+/// Answers a request that [`routes::check_head`] refuses with that refusal; it is only
+/// called for one, so a pass here is a bug, not a request to run.
+fn refusal_from_head(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, ApiError> {
+    routes::check_head(ctx, req, route)?;
+    Err(ApiError::internal("a refused head passed its check"))
 }
 
 /// The signature of [`routes::dispatch`], so tests can put a failing one in its place.

@@ -211,6 +211,14 @@ pub trait Handler: Send + Sync + 'static {
     fn is_immediate(&self, _req: &Request) -> bool {
         false
     }
+
+    /// Answers a request from its head alone, before its body is read or `100 Continue`
+    /// is sent: `Some` refuses it (authentication, say), and the body is never read for
+    /// anyone. `req` has an empty body. Called on the connection layer's own thread, so
+    /// it must not wait on anything.
+    fn refuse_head(&self, _req: &Request) -> Option<Response> {
+        None
+    }
 }
 
 impl<F> Handler for F

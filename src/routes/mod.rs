@@ -25,8 +25,10 @@ pub struct Ctx {
     pub max_list_offset: i64,
 }
 
-/// Answers one request that `route` was already computed for.
-pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, ApiError> {
+/// What can be decided from the head alone, before a body is read: authentication,
+/// then whether the route exists and takes the method. The connection layer asks this
+/// before it reads a body or sends `100 Continue`; `dispatch` asks it first too.
+pub fn check_head(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<(), ApiError> {
     // SECURITY: authentication comes before anything else about the request, so an
     // anonymous client learns nothing (not even whether an id is well formed).
     if let Some(token) = &ctx.api_token {
@@ -34,10 +36,20 @@ pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, 
             auth::check(req, token)?;
         }
     }
-    let (endpoint, id) = match route {
-        Route::Found { endpoint, id, .. } => (endpoint, id),
-        Route::MethodNotAllowed { allow, .. } => return Err(ApiError::MethodNotAllowed { allow }),
-        Route::NotFound => return Err(ApiError::NotFound("route")),
+    match route {
+        Route::Found { .. } => Ok(()),
+        Route::MethodNotAllowed { allow, .. } => Err(ApiError::MethodNotAllowed { allow }),
+        Route::NotFound => Err(ApiError::NotFound("route")),
+    }
+}
+
+/// Answers one request that `route` was already computed for.
+pub fn dispatch(ctx: &Ctx, req: &Request, route: Route<'_>) -> Result<Response, ApiError> {
+    check_head(ctx, req, route)?;
+    let Route::Found { endpoint, id, .. } = route else {
+        return Err(ApiError::internal(
+            "check_head let an unrouted request through",
+        ));
     };
     let id = || UserId::parse(id.unwrap_or(""));
     match endpoint {

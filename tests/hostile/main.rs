@@ -13,4 +13,5 @@ mod support;
 
 mod connection_slots;
 mod deep_offset;
+mod head_checks;
 mod oversized_body;

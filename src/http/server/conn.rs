@@ -69,6 +69,10 @@ pub(crate) struct Conn {
     pub wants_writable: bool,
     /// Waiting in the reactor's queue of its own answers (at most once).
     pub answered: bool,
+    /// Body bytes reserved in the reactor's budget for the request being read or run.
+    pub reserved: usize,
+    /// The client's FIN (or an error) was reported: read on to the end of the stream.
+    pub hup: bool,
     /// Which of its idle spells this is: the reactor's queue of idle connections names
     /// each entry's spell, so an entry left from an earlier one is recognised as stale.
     pub idle_spell: u64,
@@ -91,6 +95,8 @@ impl Conn {
             wants_writable: false,
             answered: false,
             idle_spell: 0,
+            reserved: 0,
+            hup: false,
         }
     }
 

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// answer instead of a reset. At least what any proxy in front may forward (nginx
     /// forwards 1 MiB unless told otherwise).
     pub max_discard_bytes: u64,
+    /// Request body bytes all connections together may hold at once: a body is given
+    /// room (its declared length, or `max_body_bytes` when chunked) before a byte of it
+    /// is read, and past the budget the request gets 503. Bounds memory whatever
+    /// `max_connections` is.
+    pub body_budget_bytes: usize,
     /// Open connections at most. At the cap a new connection takes the place of the
     /// connection idle the longest; with none idle it gets a fast 503 and is closed.
     pub max_connections: usize,
@@ -88,6 +93,7 @@ impl Default for ServerConfig {
             workers: 8,
             max_body_bytes: 64 * 1024,
             max_discard_bytes: 1 << 20,
+            body_budget_bytes: 8 << 20,
             max_connections: 10_000,
             max_connections_per_peer: 2_500,
             uncapped_peers: Vec::new(),

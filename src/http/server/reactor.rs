@@ -24,7 +24,7 @@ use super::response::{self, Framing};
 use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
 use crate::http::client_addr::Cidr;
-use crate::http::{Handler, Method};
+use crate::http::{Handler, Method, Response};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
@@ -40,6 +40,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// One read buffer for every connection: reads land here and only what arrived is
 /// copied to the connection, so idle connections hold no buffer at all.
 const SCRATCH_BYTES: usize = 64 * 1024;
+/// The most a read takes while no body is being read: a head arrives in a few reads, and
+/// a client pipelining requests it does not read the answers to gets no more than this
+/// read ahead of the request being served.
+const READ_AHEAD: usize = 4 * 1024;
 /// Connections the reactor answered itself that it goes on with per loop turn, so that
 /// clients pipelining probes cannot keep it from everything else.
 const ANSWER_BATCH: usize = 256;
@@ -96,6 +100,9 @@ struct Table {
     peer_of: Vec<Option<IpAddr>>,
     /// Connections open per peer address: what `max_connections_per_peer` limits.
     per_peer: HashMap<IpAddr, usize>,
+    /// Body bytes that connections here or away may hold, reserved when a body starts
+    /// and released when its request is done: what `body_budget` limits.
+    body_reserved: usize,
 }
 
 impl Table {
@@ -179,8 +186,11 @@ impl Table {
     /// Frees a slot, here or away; dropping the connection closes its socket.
     fn remove(&mut self, i: usize) {
         if let Some(slot) = self.slots.get_mut(i) {
-            if matches!(slot, Slot::Free { .. }) {
-                return;
+            match slot {
+                Slot::Free { .. } => return,
+                Slot::Here(conn) => self.body_reserved -= std::mem::take(&mut conn.reserved),
+                // Its reservation is released when it comes back.
+                Slot::Away { .. } => {}
             }
             *slot = Slot::Free { next: self.free };
             self.free = Some(i);
@@ -200,7 +210,8 @@ impl Table {
 pub(crate) struct Reactor {
     poll: Poll,
     events: Events,
-    tokens: Vec<Token>,
+    /// This turn's ready connections, and whether the peer's FIN came with the event.
+    tokens: Vec<(Token, bool)>,
     listener: Option<TcpListener>,
     table: Table,
     max_connections: usize,
@@ -216,6 +227,8 @@ pub(crate) struct Reactor {
     timeouts: Timeouts,
     /// How much of a too-large declared body is discarded after the 413.
     max_discard_bytes: u64,
+    /// Body bytes all connections together may hold (see `Table::body_reserved`).
+    body_budget: usize,
     shutdown_timeout: Duration,
     jobs: SyncSender<Job>,
     returned: Receiver<Returned>,
@@ -278,6 +291,7 @@ impl Reactor {
             },
             timeouts,
             max_discard_bytes: config.max_discard_bytes,
+            body_budget: config.body_budget_bytes.max(config.max_body_bytes),
             shutdown_timeout: config.shutdown_timeout,
             jobs,
             returned,
@@ -307,13 +321,17 @@ impl Reactor {
             }
             let now = Instant::now();
             self.tokens.clear();
-            self.tokens.extend(self.events.iter().map(|e| e.token()));
+            self.tokens.extend(
+                self.events
+                    .iter()
+                    .map(|e| (e.token(), e.is_read_closed() || e.is_error())),
+            );
             let mut listener_ready = false;
             for k in 0..self.tokens.len() {
                 match self.tokens[k] {
-                    LISTENER => listener_ready = true,
-                    WAKER => {}
-                    Token(i) => self.drive(i, now),
+                    (LISTENER, _) => listener_ready = true,
+                    (WAKER, _) => {}
+                    (Token(i), hup) => self.drive(i, hup, now),
                 }
             }
             self.take_returned(now);
@@ -353,11 +371,14 @@ impl Reactor {
         wake.saturating_duration_since(now)
     }
 
-    /// Does whatever the connection's stage calls for.
-    fn drive(&mut self, i: usize, now: Instant) {
+    /// Does whatever the connection's stage calls for. `hup`: the client's FIN (or an
+    /// error) came with this event, so reading must go on to the end of the stream: with
+    /// edge-triggered readiness nothing will be reported again.
+    fn drive(&mut self, i: usize, hup: bool, now: Instant) {
         let Some(conn) = self.table.get(i) else {
             return self.table.mark_away_readable(i);
         };
+        conn.hup |= hup;
         match conn.stage {
             Stage::Fresh | Stage::Reading(_) => self.drive_read(i, now),
             Stage::Writing(_) => {
@@ -392,9 +413,11 @@ impl Reactor {
             };
             match conn.reader.advance(&mut conn.buf, &self.limits) {
                 Step::NeedMore => {}
-                Step::SendContinue => {
-                    conn.out.extend_from_slice(response::CONTINUE);
-                    continue;
+                Step::CheckHead => {
+                    if self.check_head(i, now) {
+                        continue;
+                    }
+                    return;
                 }
                 Step::Ready(ready) => return self.dispatch(i, ready, now),
                 Step::Reject(rejection) => {
@@ -414,8 +437,15 @@ impl Reactor {
                 conn.maybe_readable = false;
                 return conn.trim();
             }
-            match conn.read_once(&mut self.scratch) {
-                Ok(Some(n)) => drained = n < self.scratch.len(),
+            // SECURITY: only a few KiB are read ahead of what the request being read can
+            // use, so a connection holds little memory whatever its client sends.
+            let cap = match phase {
+                Phase::Body => conn.reader.body_bound(self.limits.max_body_bytes),
+                Phase::Idle | Phase::Head => 0,
+            }
+            .clamp(READ_AHEAD, self.scratch.len());
+            match conn.read_once(&mut self.scratch[..cap]) {
+                Ok(Some(n)) => drained = n < cap && !conn.hup,
                 Ok(None) => {
                     conn.maybe_readable = false;
                     return conn.trim();
@@ -472,6 +502,81 @@ impl Reactor {
         conn.deadline = deadline;
     }
 
+    /// A head with a body is complete: lets the handler refuse it from the head alone,
+    /// then takes room for the body in the shared budget, then lets the body be read.
+    /// Returns whether reading goes on.
+    fn check_head(&mut self, i: usize, now: Instant) -> bool {
+        let Some(conn) = self.table.get(i) else {
+            return false;
+        };
+        let Some(pending) = conn.reader.pending_request() else {
+            return true;
+        };
+        let mut request = pending.clone();
+        request.peer = Some(conn.peer);
+        let bound = conn.reader.body_bound(self.limits.max_body_bytes);
+        // What of a declared body is yet to come is drained after a refusal.
+        let unread = match request.header("content-length") {
+            Some(_) => u64::try_from(bound.saturating_sub(conn.buf.len())).unwrap_or(0),
+            None => 0,
+        };
+        let head_only = request.method == Method::Head;
+        if let Some(resp) = self.handler.refuse_head(&request) {
+            self.refuse_head(i, &resp, head_only, unread, now);
+            return false;
+        }
+        if self.table.body_reserved + bound > self.body_budget {
+            if self.should_log_refusal(now) {
+                log::warn!(
+                    "request bodies in progress fill their budget of {} bytes: answering 503",
+                    self.body_budget
+                );
+            }
+            let resp = response::layer_error(503, "the server is busy; try again");
+            self.refuse_head(i, &resp, head_only, unread, now);
+            return false;
+        }
+        let Some(conn) = self.table.get(i) else {
+            return false;
+        };
+        conn.reserved = bound;
+        if conn.reader.allow_body(&conn.buf) {
+            conn.out.extend_from_slice(response::CONTINUE);
+        }
+        self.table.body_reserved += bound;
+        true
+    }
+
+    /// Answers a request refused from its head, then closes, draining what is still to
+    /// come of its declared body (within the discard bound) so the answer is not lost.
+    fn refuse_head(
+        &mut self,
+        i: usize,
+        resp: &Response,
+        head_only: bool,
+        unread: u64,
+        now: Instant,
+    ) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        conn.out.clear();
+        conn.out_pos = 0;
+        response::append(
+            &mut conn.out,
+            resp,
+            Framing {
+                head_only,
+                ..Framing::CLOSE
+            },
+        );
+        conn.buf = Vec::new();
+        conn.unread_body = unread;
+        conn.stage = Stage::Writing(After::Close);
+        conn.deadline = now + self.timeouts.write;
+        self.drive_write(i, now);
+    }
+
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
     /// A request the handler can answer at once is answered here instead.
     fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
@@ -511,8 +616,10 @@ impl Reactor {
         conn.trim();
         conn.unread_body = ready.unread_body;
         ready.request.peer = Some(conn.peer);
+        let released = std::mem::take(&mut conn.reserved);
         worker::respond(self.handler.as_ref(), &self.stopper, conn, ready);
         conn.deadline = now + self.timeouts.write;
+        self.table.body_reserved -= released;
         if self.flush(i).is_err() {
             return self.table.remove(i);
         }
@@ -621,6 +728,8 @@ impl Reactor {
             broken,
         }) = self.returned.try_recv()
         {
+            // The request and its body are done with.
+            self.table.body_reserved -= std::mem::take(&mut conn.reserved);
             if broken {
                 self.table.remove(i);
                 continue;

@@ -17,9 +17,10 @@ use super::parse::{self, Framing, Head, Limits, Rejection};
 pub(crate) enum Step {
     /// Every buffered byte is used; read more from the client.
     NeedMore,
-    /// The head asked for `100 Continue` and the body will be read: send it, then call
-    /// `advance` again.
-    SendContinue,
+    /// A head with a body is complete and nothing of the body is read yet: the
+    /// connection may refuse it from the head alone ([`Reader::pending_request`]), or
+    /// let it be read with [`Reader::allow_body`].
+    CheckHead,
     /// A complete request, consumed from the buffer.
     Ready(Box<Ready>),
     /// Refuse the request with this error and close the connection.
@@ -65,6 +66,8 @@ struct BodyState {
     head: Head,
     body: Vec<u8>,
     kind: BodyKind,
+    /// The head was checked and the body may be read.
+    allowed: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,40 @@ impl Reader {
         }
     }
 
+    /// The request whose head is complete and whose body is being read (or waits for
+    /// [`allow_body`](Self::allow_body)); its body is still empty.
+    pub(crate) fn pending_request(&self) -> Option<&Request> {
+        match &self.state {
+            State::Body(b) => Some(&b.head.request),
+            State::Head { .. } => None,
+        }
+    }
+
+    /// The most body bytes the pending request may still need: what a read should
+    /// take at most, and what a body in progress may come to hold.
+    pub(crate) fn body_bound(&self, max_body_bytes: usize) -> usize {
+        match &self.state {
+            State::Body(b) => match b.kind {
+                BodyKind::Length { left } => left,
+                BodyKind::Chunked(_) => max_body_bytes,
+            },
+            State::Head { .. } => 0,
+        }
+    }
+
+    /// Lets the body of the pending request be read, after [`Step::CheckHead`]. Returns
+    /// whether to send `100 Continue` first: only when the client asked for it and has
+    /// not started sending the body anyway (`buf` holds what arrived after the head).
+    pub(crate) fn allow_body(&mut self, buf: &[u8]) -> bool {
+        match &mut self.state {
+            State::Body(b) if !b.allowed => {
+                b.allowed = true;
+                b.head.expect_continue && buf.is_empty()
+            }
+            _ => false,
+        }
+    }
+
     /// Consumes what it can from the front of `buf`.
     pub(crate) fn advance(&mut self, buf: &mut Vec<u8>, limits: &Limits) -> Step {
         match &mut self.state {
@@ -125,6 +162,7 @@ impl Reader {
                 buf.drain(..end);
                 self.start_body(head, buf, limits)
             }
+            State::Body(b) if !b.allowed => Step::CheckHead,
             State::Body(_) => self.advance_body(buf, limits.max_body_bytes),
         }
     }
@@ -171,9 +209,8 @@ impl Reader {
         }
     }
 
-    /// After a complete head: deliver at once, or switch to reading the body (and read
-    /// what of it is buffered already).
-    fn start_body(&mut self, head: Head, buf: &mut Vec<u8>, limits: &Limits) -> Step {
+    /// After a complete head: deliver at once, or wait for the body to be allowed.
+    fn start_body(&mut self, head: Head, buf: &[u8], limits: &Limits) -> Step {
         self.state = State::Head { scanned: 0 };
         let kind = match head.framing {
             Framing::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
@@ -189,20 +226,17 @@ impl Reader {
             Framing::Length(n) => BodyKind::Length { left: n },
             Framing::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
         };
-        // A client that already sent body bytes is not waiting for the interim response.
-        let send_continue = head.expect_continue && buf.is_empty();
         self.state = State::Body(Box::new(BodyState {
             head,
             // Grown as bytes arrive, so a client that declares a large body and sends
             // nothing holds no memory for it.
             body: Vec::new(),
             kind,
+            allowed: false,
         }));
-        if send_continue {
-            Step::SendContinue
-        } else {
-            self.advance(buf, limits)
-        }
+        // SECURITY: not a byte of the body is taken, nor `100 Continue` sent, before the
+        // connection has had its say on the head (authentication, room for the body).
+        Step::CheckHead
     }
 }
 
@@ -298,6 +332,12 @@ mod tests {
             loop {
                 match reader.advance(&mut buf, &LIMITS) {
                     Step::NeedMore => break,
+                    // Recorded only when a `100 Continue` is to be sent.
+                    Step::CheckHead => {
+                        if reader.allow_body(&buf) {
+                            steps.push(Step::CheckHead);
+                        }
+                    }
                     step @ Step::Reject(_) => {
                         steps.push(step);
                         return (steps, buf);
@@ -396,7 +436,7 @@ mod tests {
     fn continue_is_asked_for_when_the_body_will_be_read_and_not_sent_yet() {
         let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
         let (steps, _) = feed(&[head, b"hi"]);
-        assert!(matches!(steps[0], Step::SendContinue));
+        assert!(matches!(steps[0], Step::CheckHead), "100 Continue first");
         assert_eq!(
             ready(&steps[1]).request.body,
             Body::Complete(b"hi".to_vec())
@@ -443,8 +483,11 @@ mod tests {
         assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
         assert_eq!(reader.phase(&buf), Phase::Head);
         buf.extend_from_slice(b"\r\n");
-        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
         assert_eq!(reader.phase(&buf), Phase::Body);
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
+        assert!(!reader.allow_body(&buf));
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
         assert_eq!(reader.pending_method(), Some(&Method::Post));
     }
 
@@ -518,5 +561,18 @@ mod tests {
             prop_assert_eq!(paths, want);
             prop_assert!(rest.is_empty());
         }
+    }
+
+    #[test]
+    fn body_is_not_taken_until_allowed_when_the_head_is_complete() {
+        let mut reader = Reader::default();
+        let mut buf = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
+        assert_eq!(buf, b"abc", "the body stays in the buffer");
+        assert_eq!(reader.pending_request().map(|r| r.path.as_str()), Some("/"));
+        assert_eq!(reader.body_bound(32), 3);
+        assert!(!reader.allow_body(&buf), "body bytes came: no 100 Continue");
+        let step = reader.advance(&mut buf, &LIMITS);
+        assert_eq!(ready(&step).request.body, Body::Complete(b"abc".to_vec()));
     }
 }
