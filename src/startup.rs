@@ -135,6 +135,7 @@ impl App {
                 .rate_limit
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
+            refusal_log: Default::default(),
         };
         // Each connection is a descriptor: take all the kernel allows us, so that
         // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.

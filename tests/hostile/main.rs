@@ -11,7 +11,9 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod conformance;
 mod connection_slots;
 mod deep_offset;
 mod head_checks;
 mod oversized_body;
+mod refusals;

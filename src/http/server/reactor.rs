@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use super::response::{self, Framing};
 use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
 use crate::http::client_addr::Cidr;
-use crate::http::{Handler, Method, Response};
+use crate::http::{Handler, Method, Refusal, Response};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
@@ -513,7 +513,8 @@ impl Reactor {
             return true;
         };
         let mut request = pending.clone();
-        request.peer = Some(conn.peer);
+        let peer = conn.peer;
+        request.peer = Some(peer);
         let bound = conn.reader.body_bound(self.limits.max_body_bytes);
         // What of a declared body is yet to come is drained after a refusal.
         let unread = match request.header("content-length") {
@@ -532,6 +533,11 @@ impl Reactor {
                     self.body_budget
                 );
             }
+            self.handler.refused(&Refusal {
+                status: 503,
+                peer,
+                request: Some(&request),
+            });
             let resp = response::layer_error(503, "the server is busy; try again");
             self.refuse_head(i, &resp, head_only, unread, now);
             return false;
@@ -598,11 +604,16 @@ impl Reactor {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 let head_only = job.ready.head_only;
+                self.handler.refused(&Refusal {
+                    status: 503,
+                    peer: job.conn.peer,
+                    request: Some(&job.ready.request),
+                });
                 self.table.give_back(i, job.conn);
                 if self.should_log_refusal(now) {
                     log::warn!("all workers busy and the queue is full: answering 503");
                 }
-                self.reject(i, 503, "the server is busy; try again", head_only, now);
+                self.answer_layer_error(i, 503, "the server is busy; try again", head_only, now);
             }
         }
     }
@@ -650,6 +661,26 @@ impl Reactor {
 
     /// Answers with an error of the layer's own and closes after it.
     fn reject(&mut self, i: usize, status: u16, message: &str, head_only: bool, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        self.handler.refused(&Refusal {
+            status,
+            peer: conn.peer,
+            request: conn.reader.pending_request(),
+        });
+        self.answer_layer_error(i, status, message, head_only, now);
+    }
+
+    /// Writes one of the layer's own errors and closes after it, without reporting it.
+    fn answer_layer_error(
+        &mut self,
+        i: usize,
+        status: u16,
+        message: &str,
+        head_only: bool,
+        now: Instant,
+    ) {
         let Some(conn) = self.table.get(i) else {
             return;
         };
@@ -757,11 +788,11 @@ impl Reactor {
                         && self.table.count_from(ip) >= self.max_connections_per_peer
                         && !self.uncapped_peers.iter().any(|c| c.contains(ip))
                     {
-                        self.refuse(stream, now, "one address has too many connections");
+                        self.refuse(stream, peer, now, "one address has too many connections");
                         continue;
                     }
                     if self.table.live >= self.max_connections && !self.close_oldest_idle() {
-                        self.refuse(stream, now, "the connection cap is reached");
+                        self.refuse(stream, peer, now, "the connection cap is reached");
                         continue;
                     }
                     // Responses leave in one write; Nagle would only delay them.
@@ -841,10 +872,15 @@ impl Reactor {
     }
 
     /// Over a connection cap: a fast canned 503 and close, never a silent hang.
-    fn refuse(&mut self, mut stream: TcpStream, now: Instant, why: &str) {
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant, why: &str) {
         if self.should_log_refusal(now) {
             log::warn!("{why}: answering 503");
         }
+        self.handler.refused(&Refusal {
+            status: 503,
+            peer,
+            request: None,
+        });
         // Whatever the client sent already is read, so closing does not reset the
         // connection before it sees the answer.
         let _ = stream.read(&mut self.scratch);

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn requests_come_out_in_order_when_pipelined_in_one_buffer() {
-        let input = b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let input = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\nHost: t\r\n\r\n";
         let (steps, rest) = feed(&[input]);
         let paths: Vec<_> = steps
             .iter()
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn request_is_complete_when_it_arrives_one_byte_at_a_time() {
         let input =
-            b"POST /x?q=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+            b"POST /x?q=1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let chunks: Vec<&[u8]> = input.chunks(1).collect();
         let (steps, _) = feed(&chunks);
         assert_eq!(steps.len(), 1);
@@ -400,19 +400,20 @@ mod tests {
 
     #[test]
     fn empty_lines_before_a_request_are_skipped_when_split_anywhere() {
-        let (steps, _) = feed(&[b"\r\n", b"\r", b"\nGET / HTTP/1.1\r\n", b"\r\n"]);
+        let (steps, _) = feed(&[b"\r\n", b"\r", b"\nGET / HTTP/1.1\r\nHost: t\r\n", b"\r\n"]);
         assert_eq!(steps.len(), 1);
         ready(&steps[0]);
     }
 
     #[test]
     fn body_is_too_large_and_connection_closes_when_content_length_passes_the_cap() {
-        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nContent-Length: 33\r\n\r\n"]);
+        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 33\r\n\r\n"]);
         let r = ready(&steps[0]);
         assert_eq!(r.request.body, Body::TooLarge);
         assert!(!r.keep_alive);
         assert_eq!(r.unread_body, 33);
-        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\n0123456789"]);
+        let (steps, _) =
+            feed(&[b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n0123456789"]);
         assert_eq!(
             ready(&steps[0]).unread_body,
             30,
@@ -424,7 +425,7 @@ mod tests {
     fn body_is_too_large_when_chunks_pass_the_cap() {
         let chunk = format!("20\r\n{}\r\n1\r\nx\r\n", "a".repeat(32));
         let (steps, _) = feed(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
             chunk.as_bytes(),
         ]);
         let r = ready(&steps[0]);
@@ -434,7 +435,8 @@ mod tests {
 
     #[test]
     fn continue_is_asked_for_when_the_body_will_be_read_and_not_sent_yet() {
-        let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let head =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
         let (steps, _) = feed(&[head, b"hi"]);
         assert!(matches!(steps[0], Step::CheckHead), "100 Continue first");
         assert_eq!(
@@ -445,7 +447,8 @@ mod tests {
         let (steps, _) = feed(&[&[head.as_slice(), b"hi"].concat()]);
         assert_eq!(steps.len(), 1, "the body came with the head: no 100");
 
-        let big = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999\r\n\r\n";
+        let big =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999\r\n\r\n";
         let (steps, _) = feed(&[big]);
         assert_eq!(steps.len(), 1);
         assert_eq!(ready(&steps[0]).request.body, Body::TooLarge);
@@ -453,13 +456,16 @@ mod tests {
 
     #[test]
     fn head_is_refused_with_431_or_414_when_it_passes_the_byte_limit() {
-        let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+            "a".repeat(300)
+        );
         assert_eq!(status(&feed(&[long_header.as_bytes()]).0[0]), 431);
-        let unfinished = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300));
+        let unfinished = format!("GET / HTTP/1.1\r\nHost: t\r\nX: {}", "a".repeat(300));
         assert_eq!(status(&feed(&[unfinished.as_bytes()]).0[0]), 431);
         let long_target = format!("GET /{}", "a".repeat(300));
         assert_eq!(status(&feed(&[long_target.as_bytes()]).0[0]), 414);
-        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(300));
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(300));
         assert_eq!(status(&feed(&[long_line.as_bytes()]).0[0]), 414);
     }
 
@@ -470,7 +476,7 @@ mod tests {
         let (steps, _) = feed(&[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]);
         let r = ready(&steps[0]);
         assert!(r.keep_alive && r.announce_keep_alive);
-        let (steps, _) = feed(&[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"]);
+        let (steps, _) = feed(&[b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]);
         assert!(!ready(&steps[0]).keep_alive);
     }
 
@@ -479,7 +485,7 @@ mod tests {
         let mut reader = Reader::default();
         let mut buf = Vec::new();
         assert_eq!(reader.phase(&buf), Phase::Idle);
-        buf.extend_from_slice(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n");
+        buf.extend_from_slice(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n");
         assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
         assert_eq!(reader.phase(&buf), Phase::Head);
         buf.extend_from_slice(b"\r\n");
@@ -566,7 +572,7 @@ mod tests {
     #[test]
     fn body_is_not_taken_until_allowed_when_the_head_is_complete() {
         let mut reader = Reader::default();
-        let mut buf = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        let mut buf = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".to_vec();
         assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
         assert_eq!(buf, b"abc", "the body stays in the buffer");
         assert_eq!(reader.pending_request().map(|r| r.path.as_str()), Some("/"));
