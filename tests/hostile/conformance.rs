@@ -54,3 +54,30 @@ fn two_authorization_headers_get_a_400() {
     c.send("GET /users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n");
     c.response().assert_layer_error(400);
 }
+
+#[test]
+fn listener_queues_far_more_than_128_connections_before_they_are_accepted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server =
+        user_api::http::server::Server::new(listener, quick_config(), std::sync::Arc::new(echo))
+            .expect("server");
+    // Not running: nothing is accepted, so every connect waits in the backlog, which
+    // the kernel caps at net.core.somaxconn (4096 since Linux 5.4).
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let want = somaxconn.min(400);
+    assert!(
+        want > 128,
+        "net.core.somaxconn is {somaxconn}: nothing to test here"
+    );
+    let addr = server.local_addr();
+    let queued: Vec<std::net::TcpStream> = (0..want)
+        .map(|n| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(700))
+                .unwrap_or_else(|e| panic!("connect {n} was not queued: {e}"))
+        })
+        .collect();
+    assert_eq!(queued.len(), want);
+}

@@ -173,6 +173,10 @@ impl Server {
         handler: Arc<dyn Handler>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
+        // std listens with a backlog of 128, which a burst of connects overflows (a
+        // dropped SYN costs the client a one-second retransmit). Listening again only
+        // changes the backlog; the kernel caps it at net.core.somaxconn.
+        rustix::net::listen(&listener, i32::MAX)?;
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let poll = Poll::new()?;
