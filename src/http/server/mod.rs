@@ -48,8 +48,9 @@ const FD_RESERVE: u64 = 64;
 pub struct ServerConfig {
     /// Threads that run handlers (the blocking database work).
     pub workers: usize,
-    /// Largest request body read. A larger one is not read: the handler gets
-    /// `Body::TooLarge` (and answers 413 once auth is checked), then the connection closes.
+    /// Largest request body read. A larger one is not kept: the handler gets
+    /// `Body::TooLarge` (and answers 413 once auth is checked), then what is declared of
+    /// it is discarded up to `max_discard_bytes` and the connection closes.
     pub max_body_bytes: usize,
     /// A too-large declared body is still read, and thrown away, up to this many bytes
     /// after the 413 is sent, so that a client or a proxy still sending it gets the
