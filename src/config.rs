@@ -117,7 +117,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "MAX_CONNECTIONS_PER_PEER",
-        "MAX_CONNECTIONS / 4",
+        "MAX_CONNECTIONS / 2",
         "open connections from one address at most (0: no cap; TRUSTED_PROXIES are exempt); \
          more get a fast 503",
     ),
@@ -294,7 +294,7 @@ impl Config {
             max_connections,
             max_connections_per_peer: env.parse_in(
                 "MAX_CONNECTIONS_PER_PEER",
-                (max_connections / 4).max(1),
+                (max_connections / 2).max(1),
                 0..=1_000_000,
             )?,
             uncapped_peers: trusted_proxies.clone(),

@@ -96,7 +96,7 @@ impl Default for ServerConfig {
             max_discard_bytes: 1 << 20,
             body_budget_bytes: 8 << 20,
             max_connections: 10_000,
-            max_connections_per_peer: 2_500,
+            max_connections_per_peer: 5_000,
             uncapped_peers: Vec::new(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
