@@ -136,9 +136,31 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest request body; larger ones get 413 unread",
     ),
     (
+        "BODY_BUDGET_BYTES",
+        "8388608",
+        "request body bytes all connections together may hold; past it a request with a body gets 503",
+    ),
+    (
+        "MAX_DISCARD_BYTES",
+        "1048576",
+        "a larger declared body is still read (and thrown away) up to this size, so its 413 \
+         reaches the client or proxy instead of a reset",
+    ),
+    (
+        "MAX_LIST_OFFSET",
+        "10000",
+        "deepest offset GET /users accepts (400 past it: page with after_id instead)",
+    ),
+    (
         "MAX_CONNECTIONS",
         "10000",
-        "open client connections at most; more get a fast 503",
+        "open client connections at most; at the cap a new one replaces the longest idle one, else gets a fast 503",
+    ),
+    (
+        "MAX_CONNECTIONS_PER_PEER",
+        "MAX_CONNECTIONS / 2",
+        "open connections from one address at most (0: no cap; TRUSTED_PROXIES are exempt); \
+         more get a fast 503",
     ),
     (
         "QUEUE_DEPTH",
@@ -324,6 +346,8 @@ pub struct Config {
     pub require_if_match: bool,
     /// How long an `Idempotency-Key`'s stored answer is replayed.
     pub idempotency_key_ttl: Duration,
+    /// The deepest `offset` a listing accepts.
+    pub max_list_offset: i64,
 }
 
 impl Config {
@@ -339,10 +363,23 @@ impl Config {
             lookup(name).filter(|v| !v.is_empty())
         }));
         let workers = env.parse_in("WORKERS", 16, 1..=1024)?;
+        let trusted_proxies = match env.get("TRUSTED_PROXIES") {
+            Some(list) => parse_list(&list).map_err(|e| err("TRUSTED_PROXIES", e))?,
+            None => Vec::new(),
+        };
+        let max_connections = env.parse_in("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?;
         let server = ServerConfig {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
-            max_connections: env.parse_in("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+            max_discard_bytes: env.parse_in("MAX_DISCARD_BYTES", 1 << 20, 0..=1 << 30)?,
+            body_budget_bytes: env.parse_in("BODY_BUDGET_BYTES", 8 << 20, 0..=1 << 40)?,
+            max_connections,
+            max_connections_per_peer: env.parse_in(
+                "MAX_CONNECTIONS_PER_PEER",
+                (max_connections / 2).max(1),
+                0..=1_000_000,
+            )?,
+            uncapped_peers: trusted_proxies.clone(),
             queue_depth: env.parse_in("QUEUE_DEPTH", 1024, 1..=1_000_000)?,
             header_timeout: env.millis("HEADER_TIMEOUT_MS", 10_000)?,
             body_timeout: env.millis("BODY_TIMEOUT_MS", 30_000)?,
@@ -373,10 +410,12 @@ impl Config {
             log_file: env.get("LOG_FILE").map(PathBuf::from),
             served_by: served_by(env.get("SERVED_BY")),
             rate_limit: rate_limit(&env)?,
-            trusted_proxies: match env.get("TRUSTED_PROXIES") {
-                Some(list) => parse_list(&list).map_err(|e| err("TRUSTED_PROXIES", e))?,
-                None => Vec::new(),
-            },
+            trusted_proxies,
+            max_list_offset: env.parse_in(
+                "MAX_LIST_OFFSET",
+                crate::domain::DEFAULT_MAX_OFFSET,
+                0..=i64::MAX,
+            )?,
             admin_path: admin_path(env.get("ADMIN_PATH"))?,
             require_if_match: env.parse("REQUIRE_IF_MATCH", false)?,
             idempotency_key_ttl: Duration::from_secs(env.parse_in(

@@ -2,14 +2,15 @@
 //! bounded number of entries.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
-/// Clients tracked at most. Past it, full (idle) buckets are swept; a client that still
-/// finds no room is let through rather than tracked: a flood from that many addresses
-/// is beyond what a per-address limit can stop anyway.
+/// Clients tracked at most. Past it, full (idle) buckets are swept, and if that frees
+/// nothing the least recently seen eighth of the shard is forgotten: every client is
+/// always tracked, so a flood of new addresses can never switch the limit off.
 const MAX_CLIENTS: usize = 100_000;
 
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +23,9 @@ pub struct RateLimiter {
     per_sec: f64,
     burst: f64,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+    /// SECURITY: keyed with per-process random keys, so a client cannot choose
+    /// addresses that all land in one shard.
+    shard_hasher: RandomState,
 }
 
 impl RateLimiter {
@@ -31,13 +35,15 @@ impl RateLimiter {
             per_sec,
             burst: burst.max(1.0),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_hasher: RandomState::new(),
         }
     }
 
     /// Takes a token for `client`; when there is none, how long until there is one.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
         let key = bucket_key(client);
-        let shard = &self.shards[shard_of(&key)];
+        // The modulo keeps the value below SHARDS, so the cast cannot truncate it.
+        let shard = &self.shards[(self.shard_hasher.hash_one(key) % SHARDS as u64) as usize];
         // A poisoned lock only means another request panicked mid-update: the map is
         // still a valid map, so keep using it.
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -45,7 +51,7 @@ impl RateLimiter {
             let (per_sec, burst) = (self.per_sec, self.burst);
             map.retain(|_, b| refill(b, now, per_sec, burst) < burst);
             if map.len() >= MAX_CLIENTS / SHARDS {
-                return Ok(());
+                forget_least_recent(&mut map);
             }
         }
         let b = map.entry(key).or_insert(Bucket {
@@ -83,12 +89,14 @@ fn bucket_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn shard_of(ip: &IpAddr) -> usize {
-    let sum: usize = match ip {
-        IpAddr::V4(a) => a.octets().iter().map(|&b| usize::from(b)).sum(),
-        IpAddr::V6(a) => a.octets().iter().map(|&b| usize::from(b)).sum(),
-    };
-    sum % SHARDS
+/// Drops the eighth of `map` seen least recently (at least one entry), so that a full
+/// shard makes room in one pass every few thousand new clients, not on each.
+fn forget_least_recent(map: &mut HashMap<IpAddr, Bucket>) {
+    let mut times: Vec<Instant> = map.values().map(|b| b.at).collect();
+    let k = (times.len() / 8).min(times.len().saturating_sub(1));
+    let (_, cutoff, _) = times.select_nth_unstable(k);
+    let cutoff = *cutoff;
+    map.retain(|_, b| b.at > cutoff);
 }
 
 #[cfg(test)]
@@ -147,5 +155,22 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         assert!(l.check(ip("203.0.113.7"), later).is_ok());
         assert!(l.check(ip("203.0.113.7"), later).is_err());
+    }
+
+    #[test]
+    fn limiter_still_limits_a_new_client_when_the_table_is_full_of_active_ones() {
+        // Buckets that are not full cannot be swept: the table stays full.
+        let l = RateLimiter::new(0.001, 1.0);
+        let t0 = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 5_000) {
+            let _ = l.check(IpAddr::V4(i.into()), t0);
+        }
+        let fresh = ip("203.0.113.99");
+        assert!(l.check(fresh, t0).is_ok());
+        for n in 0..50 {
+            assert!(l.check(fresh, t0).is_err(), "request {n} passed");
+        }
+        let total: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(total <= MAX_CLIENTS, "{total}");
     }
 }

@@ -12,7 +12,7 @@ use log::{debug, error, info, warn};
 use crate::auth;
 use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
-use crate::http::{Handler, Request, Response, request_id};
+use crate::http::{Handler, Method, Refusal, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
 use crate::router::{self, AdminPath, Endpoint, Route};
 use crate::routes::{self, Ctx};
@@ -24,6 +24,38 @@ pub struct Service {
     pub trusted_proxies: Vec<Cidr>,
     /// Where the admin console is served, when it is.
     pub admin_path: Option<AdminPath>,
+    /// Keeps a flood of the connection layer's refusals from flooding the log.
+    pub refusal_log: LogSampler,
+}
+
+/// At most `PER_SECOND` lines a second; the rest are counted and the count is logged
+/// with the next line let through.
+#[derive(Debug, Default)]
+pub struct LogSampler {
+    /// The second (since `start`) the current count belongs to, and lines let through in it.
+    state: std::sync::Mutex<(u64, u32, u64)>,
+    start: std::sync::OnceLock<Instant>,
+}
+
+impl LogSampler {
+    const PER_SECOND: u32 = 20;
+
+    /// Whether to log this line, and how many were left out before it.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let start = *self.start.get_or_init(|| now);
+        let second = now.saturating_duration_since(start).as_secs();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, admitted, skipped) = &mut *state;
+        if *at != second {
+            (*at, *admitted) = (second, 0);
+        }
+        if *admitted >= Self::PER_SECOND {
+            *skipped += 1;
+            return None;
+        }
+        *admitted += 1;
+        Some(std::mem::take(skipped))
+    }
 }
 
 impl Handler for Service {
@@ -45,6 +77,70 @@ impl Handler for Service {
             }
         )
     }
+
+    /// Counted under the route the request named (unmatched when the head was not
+    /// read) and logged like any access line, at most 20 a second.
+    fn refused(&self, refusal: &Refusal<'_>) {
+        let (method, pattern) = match refusal.request {
+            Some(req) => (&req.method, self.route(req).pattern()),
+            None => (&Method::Other(String::new()), router::UNMATCHED),
+        };
+        self.ctx
+            .metrics
+            .observe(method, pattern, refusal.status, Duration::ZERO);
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        let Some(skipped) = self.refusal_log.admit(Instant::now()) else {
+            return;
+        };
+        let client = refusal
+            .request
+            .and_then(|req| client_addr(req, &self.trusted_proxies))
+            .unwrap_or_else(|| refusal.peer.ip());
+        let skipped = Skipped(skipped);
+        match refusal.request {
+            Some(req) => info!(
+                "{client} \"{} {}\" {} - - id=- (refused by the connection layer){skipped}",
+                Clipped(req.method.as_str()),
+                Target(req),
+                refusal.status,
+            ),
+            None => info!(
+                "{client} \"-\" {} - - id=- (refused by the connection layer){skipped}",
+                refusal.status
+            ),
+        }
+    }
+
+    /// Authentication and routing need only the head: a request they refuse is answered
+    /// before its body is read or `100 Continue` sent, counted and logged like any other.
+    fn refuse_head(&self, req: &Request) -> Option<Response> {
+        let keys = self.ctx.keys.as_ref().map(|store| store.current());
+        let access = auth::authorize(
+            &req.method,
+            &req.path,
+            req.header("authorization"),
+            keys.as_deref(),
+        );
+        if access.check().is_ok() && routes::check_head(self.route(req)).is_ok() {
+            return None;
+        }
+        // `serve` authorises again (counting the key once, there) and answers the refusal.
+        Some(self.serve(req.clone(), refusal_from_head))
+    }
+}
+
+/// Answers a request that [`routes::check_head`] refuses with that refusal; it is only
+/// called for one, so a pass here is a bug, not a request to run.
+fn refusal_from_head(
+    _: &Ctx,
+    _: &Request,
+    route: Route<'_>,
+    _: Option<&str>,
+) -> Result<Response, ApiError> {
+    routes::check_head(route)?;
+    Err(ApiError::internal("a refused head passed its check"))
 }
 
 /// The signature of [`routes::dispatch`], so tests can put a failing one in its place.
@@ -151,7 +247,7 @@ fn access_line(
     info!(
         "{} \"{} {}\" {} {} {:.3}ms id={} key={}",
         OrDash(client),
-        req.method,
+        Clipped(req.method.as_str()),
         Target(req),
         resp.status,
         resp.body.len(),
@@ -159,6 +255,34 @@ fn access_line(
         OrDash(resp.header("x-request-id")),
         OrDash(key),
     );
+}
+
+/// A method (or any short token) as logged: at most 32 characters, escaped, since an
+/// unknown method is whatever the client sent.
+struct Clipped<'a>(&'a str);
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars().take(32) {
+            fmt::Display::fmt(&c.escape_debug(), f)?;
+        }
+        if self.0.chars().nth(32).is_some() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+/// `; N more refusals not logged` when some were left out.
+struct Skipped(u64);
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, "; {n} more refusals not logged"),
+        }
+    }
 }
 
 struct OrDash<T>(Option<T>);
@@ -228,11 +352,13 @@ mod tests {
                 require_if_match: false,
                 idempotency_key_ttl: Duration::from_secs(60),
                 purger: None,
+                max_list_offset: 10_000,
             },
             served_by: Some("replica-1".into()),
             rate_limiter,
             trusted_proxies: Vec::new(),
             admin_path: config.admin_path.clone(),
+            refusal_log: LogSampler::default(),
         }
     }
 
@@ -279,5 +405,26 @@ mod tests {
         assert_eq!(resp.status, 429);
         assert_eq!(resp.header("retry-after"), Some("2"));
         assert_eq!(s.handle(get("/health/live")).status, 200);
+    }
+
+    #[test]
+    fn logged_method_is_clipped_and_escaped_when_it_is_long_or_odd() {
+        let long = "X".repeat(16_000);
+        let shown = Clipped(&long).to_string();
+        assert_eq!(shown, format!("{}...", "X".repeat(32)));
+        assert_eq!(Clipped("GE\"T\n").to_string(), "GE\\\"T\\n");
+        assert_eq!(Clipped("GET").to_string(), "GET");
+    }
+
+    #[test]
+    fn refusal_log_lets_twenty_lines_a_second_through_and_counts_the_rest() {
+        let sampler = LogSampler::default();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(sampler.admit(t0), Some(0));
+        }
+        assert_eq!(sampler.admit(t0), None);
+        assert_eq!(sampler.admit(t0), None);
+        assert_eq!(sampler.admit(t0 + Duration::from_secs(1)), Some(2));
     }
 }

@@ -151,6 +151,7 @@ impl App {
                 require_if_match: config.require_if_match,
                 idempotency_key_ttl: config.idempotency_key_ttl,
                 purger: Some(purger),
+                max_list_offset: config.max_list_offset,
             },
             served_by: config.served_by.clone(),
             rate_limiter: config
@@ -158,6 +159,7 @@ impl App {
                 .map(|(rate, burst)| RateLimiter::new(rate, burst)),
             trusted_proxies: config.trusted_proxies.clone(),
             admin_path: config.admin_path.clone(),
+            refusal_log: Default::default(),
         };
         // Each connection is a descriptor: take all the kernel allows us, so that
         // MAX_CONNECTIONS (clamped below it) is what limits us, not a default of 1024.

@@ -328,14 +328,17 @@ fn extra_connection_gets_a_fast_503_when_max_connections_is_reached() {
     let config = ServerConfig {
         max_connections: 4,
         keepalive_timeout: Duration::from_secs(30),
+        header_timeout: Duration::from_secs(30),
         ..quick_config()
     };
     let server = TestServer::start(config, echo);
     let mut held: Vec<Client> = (0..4).map(|_| server.client()).collect();
     for c in &mut held {
-        // An answer proves the server holds the connection.
+        // An answer proves the server holds the connection; the next request, left
+        // unfinished, keeps it from being idle (an idle one would make room).
         c.send(GET);
         assert_eq!(c.response().status, 200);
+        c.send("GET / HTTP/1.1\r\n");
     }
     let start = Instant::now();
     let mut extra = server.client();

@@ -18,6 +18,8 @@ const NAME_MAX_CHARS: usize = 100;
 const EMAIL_MAX_BYTES: usize = 255;
 /// API.md: `limit` is 1 to 100.
 const LIMIT_MAX: u128 = 100;
+/// API.md: `offset` is 0 to 10 000 (`MAX_LIST_OFFSET`'s default).
+const OFFSET_MAX: u128 = 10_000;
 /// API.md: `MAX_BODY_BYTES` defaults to 65536.
 const MAX_BODY: usize = 65_536;
 
@@ -140,8 +142,8 @@ fn patch_rule(obj: &JsonObject) -> Option<ExpectedPatch> {
 
 type ExpectedList = (i64, i64, Option<i64>, Option<String>);
 
-/// The query of `GET /users`: only `limit` (1..=100, default 10), `offset` (0.., default
-/// 0), `after_id` (an id) and `email` (an email), each at most once; `after_id` only with
+/// The query of `GET /users`: only `limit` (1..=100, default 10), `offset` (0..=10 000,
+/// default 0), `after_id` (an id) and `email` (an email), each at most once; `after_id` only with
 /// a zero offset.
 fn list_rule(pairs: &[(String, String)]) -> Option<ExpectedList> {
     let (mut limit, mut offset, mut after_id, mut email) = (10, 0, None, None);
@@ -153,7 +155,7 @@ fn list_rule(pairs: &[(String, String)]) -> Option<ExpectedList> {
         }
         match name {
             "limit" => limit = decimal_rule(value, 1, LIMIT_MAX)? as i64,
-            "offset" => offset = decimal_rule(value, 0, i64::MAX as u128)? as i64,
+            "offset" => offset = decimal_rule(value, 0, OFFSET_MAX)? as i64,
             "after_id" => after_id = Some(id_rule(value)?),
             "email" if email_rule(value) => email = Some(value.clone()),
             _ => return None,
@@ -804,7 +806,7 @@ proptest! {
         let pairs: Vec<(String, String)> =
             params.into_iter().map(|(k, v, _)| (k, v)).collect();
         let want = list_rule(&pairs);
-        match ListQuery::parse(Some(&raw)) {
+        match ListQuery::parse(Some(&raw), OFFSET_MAX as i64) {
             Ok(q) => {
                 let got = (
                     q.limit,
@@ -824,7 +826,7 @@ proptest! {
     #[test]
     fn list_query_reads_every_parameter_when_all_are_in_range(
         limit in proptest::option::of(prop_oneof![Just(1i64), Just(100i64), 1i64..=100]),
-        offset in proptest::option::of(prop_oneof![Just(0i64), Just(i64::MAX), 0i64..=i64::MAX]),
+        offset in proptest::option::of(prop_oneof![Just(0i64), Just(OFFSET_MAX as i64), 0i64..=OFFSET_MAX as i64]),
         after_id in proptest::option::of(prop_oneof![Just(1i64), Just(i64::MAX), 1i64..=i64::MAX]),
         email in proptest::option::of(valid_email()),
         order in Just((0..4).collect::<Vec<usize>>()).prop_shuffle(),
@@ -844,7 +846,7 @@ proptest! {
             .map(|(k, v)| format!("{}={}", encode(k, how), encode(v, how / 3)))
             .collect();
         let raw = raw.join("&");
-        let q = ListQuery::parse(Some(&raw));
+        let q = ListQuery::parse(Some(&raw), OFFSET_MAX as i64);
         prop_assert!(q.is_ok(), "{:?} rejected: {:?}", raw, q);
         let q = q.unwrap();
         prop_assert_eq!(q.limit, limit.unwrap_or(10));
@@ -860,7 +862,7 @@ proptest! {
             "((limit|offset|after_id|email|x)=[%0-9a-f@.+-]{0,6}&?){0,5}",
         ],
     ) {
-        if let Err(e) = ListQuery::parse(Some(&raw)) {
+        if let Err(e) = ListQuery::parse(Some(&raw), OFFSET_MAX as i64) {
             must_be_400(&e, &raw)?;
         }
     }

@@ -6,6 +6,9 @@ use crate::http::query;
 
 pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 100;
+/// The default deepest `offset` (`MAX_LIST_OFFSET`): the database still reads and throws
+/// away every skipped row, so an unbounded offset is a cheap way to tie up the pool.
+pub const DEFAULT_MAX_OFFSET: i64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListQuery {
@@ -28,8 +31,9 @@ impl Default for ListQuery {
 
 impl ListQuery {
     /// Parses a raw query string; every unknown, repeated or out-of-range parameter is a
-    /// 400 that names it.
-    pub fn parse(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+    /// 400 that names it. `offset` may be at most `max_offset`: deeper pages are for
+    /// `after_id`, which costs the same on any page.
+    pub fn parse(raw: Option<&str>, max_offset: i64) -> Result<ListQuery, ApiError> {
         let mut q = ListQuery::default();
         let mut seen: Vec<&'static str> = Vec::new();
         for (name, value) in query::parse_pairs(raw.unwrap_or(""))? {
@@ -54,7 +58,7 @@ impl ListQuery {
             seen.push(key);
             match key {
                 "limit" => q.limit = number(key, &value, 1, MAX_LIMIT)?,
-                "offset" => q.offset = number(key, &value, 0, i64::MAX)?,
+                "offset" => q.offset = offset(&value, max_offset)?,
                 "after_id" => q.after_id = Some(UserId::parse_named(&value, "after_id")?),
                 _ => q.email = Some(Email::parse(&value)?),
             }
@@ -67,6 +71,22 @@ impl ListQuery {
         }
         Ok(q)
     }
+}
+
+/// SECURITY: a deep offset makes the database read and discard every row before it, so
+/// it is capped; the message points to `after_id`, the cheap way to go deep.
+fn offset(value: &str, max_offset: i64) -> Result<i64, ApiError> {
+    let n = number("offset", value, 0, i64::MAX)?;
+    if n > max_offset {
+        return Err(ApiError::validation(
+            "offset",
+            format!(
+                "offset must be at most {max_offset}; for deeper pages use after_id \
+                 (the next_after_id of the page before)"
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 fn number(key: &'static str, value: &str, min: i64, max: i64) -> Result<i64, ApiError> {
@@ -86,12 +106,15 @@ mod tests {
     use super::*;
 
     fn parse(q: &str) -> Result<ListQuery, ApiError> {
-        ListQuery::parse(Some(q))
+        ListQuery::parse(Some(q), DEFAULT_MAX_OFFSET)
     }
 
     #[test]
     fn list_query_has_defaults_when_empty() {
-        assert_eq!(ListQuery::parse(None).unwrap(), ListQuery::default());
+        assert_eq!(
+            ListQuery::parse(None, DEFAULT_MAX_OFFSET).unwrap(),
+            ListQuery::default()
+        );
         assert_eq!(parse("").unwrap(), ListQuery::default());
     }
 
@@ -125,5 +148,22 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().status(), 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn list_query_is_400_pointing_to_after_id_when_offset_passes_the_maximum() {
+        assert_eq!(parse("offset=10000").unwrap().offset, 10_000);
+        for deep in ["offset=10001", "offset=999999999"] {
+            let e = parse(deep).unwrap_err();
+            assert_eq!(e.status(), 400, "{deep}");
+            assert!(e.to_string().contains("after_id"), "{deep}: {e}");
+        }
+        assert_eq!(
+            ListQuery::parse(Some("offset=51"), 50)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(ListQuery::parse(Some("offset=50"), 50).unwrap().offset, 50);
     }
 }

@@ -9,7 +9,7 @@ mod user_id;
 mod version;
 
 pub use email::Email;
-pub use list_query::ListQuery;
+pub use list_query::{DEFAULT_MAX_OFFSET, ListQuery};
 pub use name::PersonName;
 pub use user::{NewUser, Timestamp, User, UserPatch};
 pub use user_id::UserId;

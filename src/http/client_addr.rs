@@ -82,29 +82,54 @@ pub fn parse_list(s: &str) -> Result<Vec<Cidr>, String> {
 
 /// The client address for logs and rate limits. `X-Forwarded-For` is believed only
 /// from a trusted peer, and read from the right, skipping trusted hops, since anything
-/// left of the last proxy we trust was written by the client.
+/// left of the last proxy we trust was written by the client. An entry that is not an
+/// address (`unknown`, garbage) is passed over, not taken as a reason to ignore the
+/// header: that would put the proxy's address in the logs and the rate limiter.
 pub fn client_addr(req: &Request, trusted: &[Cidr]) -> Option<IpAddr> {
     let peer = canonical(req.peer?.ip());
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !is_trusted(peer) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "x-forwarded-for")
-        .flat_map(|(_, v)| v.split(','))
-        .map(|h| h.trim().parse::<IpAddr>().map(canonical))
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
+    let hops = || {
+        req.headers
+            .iter()
+            .filter(|(n, _)| n == "x-forwarded-for")
+            .flat_map(|(_, v)| v.split(','))
+            .filter_map(parse_hop)
+    };
+    // SECURITY: the nearest untrusted hop; when every hop is a trusted proxy, the
+    // farthest of them.
     Some(
-        hops.iter()
+        hops()
             .rev()
-            .copied()
             .find(|&ip| !is_trusted(ip))
-            .or(hops.first().copied())
+            .or_else(|| hops().next())
             .unwrap_or(peer),
     )
+}
+
+/// One `X-Forwarded-For` entry in the forms proxies write: `1.2.3.4`, `1.2.3.4:80`,
+/// `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return port_ok
+            .then(|| inside.parse::<std::net::Ipv6Addr>().ok())
+            .flatten()
+            .map(|v6| canonical(IpAddr::V6(v6)));
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -177,5 +202,34 @@ mod tests {
             client_addr(&req("10.0.0.2", Some("10.0.0.7")), &trusted),
             ip("10.0.0.7")
         );
+    }
+
+    #[test]
+    fn forwarded_for_skips_entries_that_are_not_addresses_and_reads_ports_and_brackets() {
+        let trusted = parse_list("10.0.0.0/8").unwrap();
+        for (xff, want) in [
+            ("198.51.100.7, garbage", "198.51.100.7"),
+            ("198.51.100.7, unknown, 10.0.0.9", "198.51.100.7"),
+            ("6.6.6.6, 198.51.100.7:80", "198.51.100.7"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443, 10.0.0.9", "2001:db8::1"),
+            ("2001:db8::2", "2001:db8::2"),
+            ("[::ffff:198.51.100.9]:1", "198.51.100.9"),
+        ] {
+            assert_eq!(
+                client_addr(&req("10.0.0.2", Some(xff)), &trusted),
+                ip(want),
+                "{xff}"
+            );
+        }
+        for bad in [
+            "1.2.3.4:x",
+            "[2001:db8::1",
+            "[2001:db8::1]x",
+            "1.2.3.4:80:80",
+            "",
+        ] {
+            assert_eq!(parse_hop(bad), None, "{bad}");
+        }
     }
 }

@@ -215,6 +215,16 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// An answer the connection layer gave by itself, without the handler: a malformed or
+/// oversized head, a timeout, a full queue or a connection cap.
+#[derive(Clone, Copy, Debug)]
+pub struct Refusal<'a> {
+    pub status: u16,
+    pub peer: SocketAddr,
+    /// The request's method and path, when its head was read.
+    pub request: Option<&'a Request>,
+}
+
 /// What the connection layer calls for every complete request. The whole application is
 /// one of these; it must not panic across this boundary (the app catches its own panics),
 /// but a connection layer should survive one anyway.
@@ -228,6 +238,18 @@ pub trait Handler: Send + Sync + 'static {
     fn is_immediate(&self, _req: &Request) -> bool {
         false
     }
+
+    /// Answers a request from its head alone, before its body is read or `100 Continue`
+    /// is sent: `Some` refuses it (authentication, say), and the body is never read for
+    /// anyone. `req` has an empty body. Called on the connection layer's own thread, so
+    /// it must not wait on anything.
+    fn refuse_head(&self, _req: &Request) -> Option<Response> {
+        None
+    }
+
+    /// Told of every answer the connection layer gave by itself, so that it is counted
+    /// and logged like the handler's own. Called on the layer's thread: must not wait.
+    fn refused(&self, _refusal: &Refusal<'_>) {}
 }
 
 impl<F> Handler for F

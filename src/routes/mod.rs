@@ -28,6 +28,8 @@ pub struct Ctx {
     /// The API keys in force; `None`: the user routes are open.
     pub keys: Option<Arc<KeyStore>>,
     pub max_body_bytes: usize,
+    /// The deepest `offset` `GET /users` accepts.
+    pub max_list_offset: i64,
     /// PUT, PATCH and DELETE of a user need `If-Match`.
     pub require_if_match: bool,
     /// How long an `Idempotency-Key`'s answer is replayed.
@@ -36,7 +38,19 @@ pub struct Ctx {
     pub purger: Option<Purger>,
 }
 
-/// Answers one request that `route` was already computed for.
+/// What can be decided about the route from the head alone, before a body is read:
+/// whether it exists and takes the method. The connection layer asks this (after the
+/// service's authorisation) before it reads a body or sends `100 Continue`; `dispatch`
+/// asks it first too.
+pub fn check_head(route: Route<'_>) -> Result<(), ApiError> {
+    match route {
+        Route::Found { .. } => Ok(()),
+        Route::MethodNotAllowed { allow, .. } => Err(ApiError::MethodNotAllowed { allow }),
+        Route::NotFound => Err(ApiError::NotFound("route")),
+    }
+}
+
+/// Answers one request that `route` was already computed for, once authorised.
 /// `caller` is the name of the API key the request was made with, when there is one:
 /// whose `Idempotency-Key`s a write's key is kept among.
 pub fn dispatch(
@@ -45,10 +59,11 @@ pub fn dispatch(
     route: Route<'_>,
     caller: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (endpoint, id) = match route {
-        Route::Found { endpoint, id, .. } => (endpoint, id),
-        Route::MethodNotAllowed { allow, .. } => return Err(ApiError::MethodNotAllowed { allow }),
-        Route::NotFound => return Err(ApiError::NotFound("route")),
+    check_head(route)?;
+    let Route::Found { endpoint, id, .. } = route else {
+        return Err(ApiError::internal(
+            "check_head let an unrouted request through",
+        ));
     };
     let id = || UserId::parse(id.unwrap_or(""));
     match endpoint {

@@ -135,7 +135,7 @@ struct Page {
 /// and inserts included) would cost hashing the page or a second query; clients
 /// revalidate single users instead (docs/API.md).
 pub fn list(ctx: &Ctx, req: &Request) -> Answer {
-    let q = ListQuery::parse(req.query.as_deref())?;
+    let q = ListQuery::parse(req.query.as_deref(), ctx.max_list_offset)?;
     let users = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
     let full = i64::try_from(users.len()).is_ok_and(|n| n == q.limit);
     let next_after_id = users.last().filter(|_| full).map(|u| u.id);

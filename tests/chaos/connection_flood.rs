@@ -1,5 +1,6 @@
-//! A connection flood past `MAX_CONNECTIONS`: the connections over the cap get a fast
-//! 503 and are closed, the ones under it keep being served, and once the flood is over
+//! A connection flood past `MAX_CONNECTIONS`, every slot busy with a request: the
+//! connections over the cap get a fast 503 and are closed, the ones under it keep being
+//! served, and once the flood is over
 //! the app serves everyone again.
 
 use std::io::{BufReader, Read, Write};
@@ -11,6 +12,9 @@ use crate::support::*;
 const MAX_CONNECTIONS: usize = 50;
 const FLOOD: usize = 300;
 const FLOODERS: usize = 10;
+const HELD_REQUEST: &str = "GET /health/live HTTP/1.1\r\nHost: held\r\n\r\n";
+/// A second request's head without its final empty line: the connection is mid-request.
+const HELD_HEAD_START: &str = "GET /health/live HTTP/1.1\r\nHost: held\r\n";
 
 /// What one connection over the cap saw.
 struct Refusal {
@@ -55,18 +59,27 @@ fn connections_past_max_connections_get_a_fast_503_and_service_resumes_after_the
         vars.insert("MAX_CONNECTIONS".into(), MAX_CONNECTIONS.to_string());
         vars.insert("HEADER_TIMEOUT_MS".into(), "60000".into());
         vars.insert("KEEPALIVE_TIMEOUT_MS".into(), "60000".into());
+        // One address holds every connection here.
+        vars.insert("MAX_CONNECTIONS_PER_PEER".into(), "0".into());
     });
     let addr = app.addr;
 
-    // Act 1: the first 50 connections of the flood each make a request and stay.
+    // Act 1: the first 50 connections of the flood each make a request and stay, busy
+    // with a second one left unfinished (an idle connection would make room instead).
     let mut held = Vec::new();
     while held.len() < MAX_CONNECTIONS {
         let n = held.len();
         // The harness's own probes may still be counted for a moment: retry a refusal.
         let kept = poll_until(Duration::from_secs(5), || {
-            let mut c = Client::new(addr, Duration::from_secs(5));
-            let r = c.send("GET", "/health/live", &[], None).ok()?;
-            (r.status == 200 && c.is_connected()).then_some(c)
+            let stream = TcpStream::connect(addr).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut reader = BufReader::new(stream.try_clone().ok()?);
+            let mut writer = stream;
+            writer.write_all(HELD_REQUEST.as_bytes()).ok()?;
+            let r = read_response(&mut reader, false).ok()?;
+            (r.status == 200 && !r.closes_connection()).then_some(())?;
+            writer.write_all(HELD_HEAD_START.as_bytes()).ok()?;
+            Some((writer, reader))
         });
         held.push(
             kept.unwrap_or_else(|| panic!("connection {} of {MAX_CONNECTIONS} refused", n + 1)),
@@ -98,9 +111,11 @@ fn connections_past_max_connections_get_a_fast_503_and_service_resumes_after_the
         refusals.extend(seen);
     }
     // The held connections were served all along.
-    for (i, c) in held.iter_mut().enumerate() {
-        let r = c
-            .send("GET", "/health/live", &[], None)
+    for (i, (writer, reader)) in held.iter_mut().enumerate() {
+        writer
+            .write_all(b"\r\n")
+            .unwrap_or_else(|e| panic!("held connection {i} during the flood: {e}"));
+        let r = read_response(reader, false)
             .unwrap_or_else(|e| panic!("held connection {i} during the flood: {e}"));
         assert_eq!(r.status, 200, "held connection {i} during the flood");
     }

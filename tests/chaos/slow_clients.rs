@@ -38,6 +38,8 @@ fn idle_and_slowloris_connections_keep_the_server_under_16_mib_and_fast() {
         ("HEADER_TIMEOUT_MS", HEADER_TIMEOUT.as_millis().to_string()),
         ("BODY_TIMEOUT_MS", BODY_TIMEOUT.as_millis().to_string()),
         ("KEEPALIVE_TIMEOUT_MS", "120000".into()),
+        // Every connection comes from 127.0.0.1 here.
+        ("MAX_CONNECTIONS_PER_PEER", "0".into()),
         ("LOG_LEVEL", "warn".into()),
     ]);
     let at_start = server.memory();

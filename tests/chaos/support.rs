@@ -232,6 +232,7 @@ impl Client {
     }
 
     /// Whether the next request reuses an open connection.
+    #[allow(dead_code)]
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }

@@ -147,6 +147,14 @@ impl Client {
         }
     }
 
+    /// A client over a stream connected elsewhere (from another local address, say).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).expect("write");
     }

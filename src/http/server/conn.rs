@@ -36,8 +36,9 @@ pub(crate) enum Stage {
     Lingering,
 }
 
-/// Bytes discarded while lingering before the connection is simply closed.
-const LINGER_BUDGET: usize = 256 * 1024;
+/// Bytes discarded while lingering before the connection is simply closed, when no
+/// larger declared body is being drained.
+pub(crate) const LINGER_BUDGET: u64 = 256 * 1024;
 
 /// A read or write that ends the connection.
 #[derive(Debug)]
@@ -56,8 +57,11 @@ pub(crate) struct Conn {
     pub stage: Stage,
     /// When the current stage times out.
     pub deadline: Instant,
-    /// Bytes discarded so far while lingering.
-    lingered: usize,
+    /// Bytes still to discard while lingering before closing.
+    linger_left: u64,
+    /// Bytes of a too-large declared body the client has yet to send (see
+    /// [`Ready::unread_body`](super::reader::Ready)).
+    pub unread_body: u64,
     /// Readiness may have been reported that nobody read on (it came while the
     /// connection was away at a worker or busy writing): read before waiting again.
     pub maybe_readable: bool,
@@ -65,6 +69,13 @@ pub(crate) struct Conn {
     pub wants_writable: bool,
     /// Waiting in the reactor's queue of its own answers (at most once).
     pub answered: bool,
+    /// Body bytes reserved in the reactor's budget for the request being read or run.
+    pub reserved: usize,
+    /// The client's FIN (or an error) was reported: read on to the end of the stream.
+    pub hup: bool,
+    /// Which of its idle spells this is: the reactor's queue of idle connections names
+    /// each entry's spell, so an entry left from an earlier one is recognised as stale.
+    pub idle_spell: u64,
 }
 
 impl Conn {
@@ -78,10 +89,14 @@ impl Conn {
             out_pos: 0,
             stage: Stage::Fresh,
             deadline,
-            lingered: 0,
+            linger_left: 0,
+            unread_body: 0,
             maybe_readable: true,
             wants_writable: false,
             answered: false,
+            idle_spell: 0,
+            reserved: 0,
+            hup: false,
         }
     }
 
@@ -122,27 +137,31 @@ impl Conn {
         Ok(true)
     }
 
-    /// Shuts the write side and drops buffers, entering the lingering stage.
-    pub(crate) fn start_linger(&mut self, deadline: Instant) {
+    /// Shuts the write side and drops buffers, entering the lingering stage, in which at
+    /// most `budget` more bytes are discarded before closing.
+    pub(crate) fn start_linger(&mut self, deadline: Instant, budget: u64) {
         // Sends our FIN after the response; failure means the peer is gone already.
         let _ = self.stream.shutdown(Shutdown::Write);
         self.buf = Vec::new();
         self.reader = Reader::default();
         self.stage = Stage::Lingering;
         self.deadline = deadline;
+        self.linger_left = budget;
     }
 
     /// Discards input while lingering. `Err(Gone)` once the client closed, the socket
-    /// failed, or the budget is spent: time to close.
+    /// failed, or the budget is spent: time to close. A budget spent exactly (a declared
+    /// body drained to its last byte) leaves nothing unread, so the close is a clean FIN.
     pub(crate) fn discard_input(&mut self, scratch: &mut [u8]) -> Result<(), Gone> {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return Err(Gone),
                 Ok(n) => {
-                    self.lingered += n;
-                    if self.lingered > LINGER_BUDGET {
+                    let n = u64::try_from(n).unwrap_or(u64::MAX);
+                    if n >= self.linger_left {
                         return Err(Gone);
                     }
+                    self.linger_left -= n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

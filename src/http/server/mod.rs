@@ -37,6 +37,7 @@ use mio::{Interest, Poll, Waker};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use super::Handler;
+use super::client_addr::Cidr;
 
 /// Descriptors kept back from `max_connections` for everything else the process opens:
 /// database connections, log files, the poller itself.
@@ -47,11 +48,28 @@ const FD_RESERVE: u64 = 64;
 pub struct ServerConfig {
     /// Threads that run handlers (the blocking database work).
     pub workers: usize,
-    /// Largest request body read. A larger one is not read: the handler gets
-    /// `Body::TooLarge` (and answers 413 once auth is checked), then the connection closes.
+    /// Largest request body read. A larger one is not kept: the handler gets
+    /// `Body::TooLarge` (and answers 413 once auth is checked), then what is declared of
+    /// it is discarded up to `max_discard_bytes` and the connection closes.
     pub max_body_bytes: usize,
-    /// Open connections at most; past it a new one gets a fast 503 and is closed.
+    /// A too-large declared body is still read, and thrown away, up to this many bytes
+    /// after the 413 is sent, so that a client or a proxy still sending it gets the
+    /// answer instead of a reset. At least what any proxy in front may forward (nginx
+    /// forwards 1 MiB unless told otherwise).
+    pub max_discard_bytes: u64,
+    /// Request body bytes all connections together may hold at once: a body is given
+    /// room (its declared length, or `max_body_bytes` when chunked) before a byte of it
+    /// is read, and past the budget the request gets 503. Bounds memory whatever
+    /// `max_connections` is.
+    pub body_budget_bytes: usize,
+    /// Open connections at most. At the cap a new connection takes the place of the
+    /// connection idle the longest; with none idle it gets a fast 503 and is closed.
     pub max_connections: usize,
+    /// Open connections from one peer address at most (0: no cap); past it a new one
+    /// gets a fast 503. Peers in `uncapped_peers` (trusted proxies) are exempt.
+    pub max_connections_per_peer: usize,
+    /// Peers the per-address cap does not apply to: proxies that carry many clients.
+    pub uncapped_peers: Vec<Cidr>,
     /// Time a client has to send a complete request head (408 after it).
     pub header_timeout: Duration,
     /// Time a client has to send the body once the head is in (408 after it).
@@ -75,7 +93,11 @@ impl Default for ServerConfig {
         ServerConfig {
             workers: 8,
             max_body_bytes: 64 * 1024,
+            max_discard_bytes: 1 << 20,
+            body_budget_bytes: 8 << 20,
             max_connections: 10_000,
+            max_connections_per_peer: 5_000,
+            uncapped_peers: Vec::new(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
@@ -152,6 +174,10 @@ impl Server {
         handler: Arc<dyn Handler>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
+        // std listens with a backlog of 128, which a burst of connects overflows (a
+        // dropped SYN costs the client a one-second retransmit). Listening again only
+        // changes the backlog; the kernel caps it at net.core.somaxconn.
+        rustix::net::listen(&listener, i32::MAX)?;
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let poll = Poll::new()?;

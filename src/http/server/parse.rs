@@ -45,8 +45,9 @@ pub(crate) enum Framing {
     Length(usize),
     /// `Transfer-Encoding: chunked`, decoded under the cap.
     Chunked,
-    /// The declared length is over the cap: the body is never read.
-    TooLarge,
+    /// The declared length (over the cap): the body is never read for the handler, only
+    /// discarded after the answer, so that the answer reaches the client.
+    TooLarge(u64),
 }
 
 /// A complete, accepted head.
@@ -109,13 +110,32 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection>
         })
         .collect();
 
-    let mut request = Request::new(Method::parse(method), target);
+    let mut request = Request::new(Method::parse(method), origin_form(target));
     let framing = decide_framing(&headers, minor_version, limits)?;
-    if headers.iter().filter(|(n, _)| n == "host").count() > 1 {
+    let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
+    match count("host") {
         // RFC 9112 §3.2: two Host fields make the target authority ambiguous.
+        n if n > 1 => {
+            return Err(Rejection::new(
+                400,
+                "the request has more than one Host header",
+            ));
+        }
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without one.
+        0 if minor_version == 1 => {
+            return Err(Rejection::new(
+                400,
+                "an HTTP/1.1 request needs a Host header",
+            ));
+        }
+        _ => {}
+    }
+    if count("authorization") > 1 {
+        // SECURITY: a singleton field given twice is ambiguous; "the first one wins" may
+        // not be what a proxy in front checked.
         return Err(Rejection::new(
             400,
-            "the request has more than one Host header",
+            "the request has more than one Authorization header",
         ));
     }
     let keep_alive = wants_keep_alive(
@@ -137,6 +157,26 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection>
         framing,
         expect_continue,
     })
+}
+
+/// The path and query of a target in absolute form (`http://host/users?x=1`, RFC 9112
+/// §3.2.2, which a server must accept), so it is routed like `/users?x=1`; any other
+/// target as it is.
+fn origin_form(target: &str) -> &str {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    });
+    match rest {
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+            // No path: the origin's root, RFC 9112 §3.2.1.
+            _ => "/",
+        },
+        None => target,
+    }
 }
 
 /// RFC 9112 §6.1–6.3, strictest reading: anything a proxy in front of us might frame
@@ -196,7 +236,7 @@ fn decide_framing(
         None | Some(0) => Framing::Empty,
         Some(n) => match usize::try_from(n) {
             Ok(n) if n <= limits.max_body_bytes => Framing::Length(n),
-            _ => Framing::TooLarge,
+            _ => Framing::TooLarge(n),
         },
     })
 }
@@ -286,32 +326,35 @@ mod tests {
 
     #[test]
     fn head_is_accepted_when_preceded_by_empty_lines() {
-        assert!(parse("\r\nGET / HTTP/1.1\r\n\r\n").is_ok());
+        assert!(parse("\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n").is_ok());
     }
 
     #[test]
     fn framing_follows_content_length_when_it_is_within_the_cap() {
-        let head = parse("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n").unwrap();
+        let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n").unwrap();
         assert_eq!(head.framing, Framing::Length(10));
-        let head = parse("POST / HTTP/1.1\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n");
+        let head = parse(
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
+        );
         assert_eq!(head.unwrap().framing, Framing::Length(7));
-        let head = parse("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert_eq!(head.framing, Framing::Empty);
     }
 
     #[test]
     fn framing_is_too_large_when_content_length_passes_the_cap() {
-        let head = parse("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n").unwrap();
-        assert_eq!(head.framing, Framing::TooLarge);
-        let head = parse("POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
-        assert_eq!(head.unwrap().framing, Framing::TooLarge);
+        let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n").unwrap();
+        assert_eq!(head.framing, Framing::TooLarge(101));
+        let head =
+            parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(head.unwrap().framing, Framing::TooLarge(u64::MAX));
     }
 
     #[test]
     fn framing_is_chunked_when_transfer_encoding_is_exactly_chunked() {
         for te in ["chunked", "Chunked", " chunked "] {
             let head = parse(&format!(
-                "POST / HTTP/1.1\r\nTransfer-Encoding:{te}\r\n\r\n"
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:{te}\r\n\r\n"
             ));
             assert_eq!(head.unwrap().framing, Framing::Chunked, "{te}");
         }
@@ -321,32 +364,32 @@ mod tests {
     fn head_is_refused_when_framing_is_ambiguous_or_unsupported() {
         let cases = [
             (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 400,
                 "CL and TE",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 400,
                 "TE and CL",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
                 501,
                 "gzip",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 501,
                 "gzip then chunked",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
                 501,
                 "chunked twice",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, \r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, \r\n\r\n",
                 501,
                 "trailing comma",
             ),
@@ -356,47 +399,47 @@ mod tests {
                 "TE in 1.0",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
                 400,
                 "non-numeric CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
                 400,
                 "negative CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\n",
                 400,
                 "signed CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0x10\r\n\r\n",
                 400,
                 "hex CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\n",
                 400,
                 "empty CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1 2\r\n\r\n",
                 400,
                 "spaced CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999\r\n\r\n",
                 400,
                 "overflowing CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
                 400,
                 "conflicting CL",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\n",
                 400,
                 "conflicting CL list",
             ),
@@ -424,13 +467,13 @@ mod tests {
     fn head_is_refused_with_400_when_malformed() {
         let cases = [
             "GET /\r\n\r\n",
-            "GET  / HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nNo-Colon\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-            "GET / HTTP/1.1\r\nName : x\r\n\r\n",
-            "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
-            "G\x01T / HTTP/1.1\r\n\r\n",
-            "GET /a b HTTP/1.1\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nNo-Colon\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nName : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n folded\r\n\r\n",
+            "G\x01T / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n",
         ];
         for text in cases {
             assert_eq!(status(text), 400, "{text:?}");
@@ -439,7 +482,7 @@ mod tests {
 
     #[test]
     fn head_is_refused_with_431_when_it_has_too_many_fields() {
-        let mut text = String::from("GET / HTTP/1.1\r\n");
+        let mut text = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
         for i in 0..9 {
             text.push_str(&format!("X-{i}: v\r\n"));
         }
@@ -449,7 +492,8 @@ mod tests {
 
     #[test]
     fn expect_continue_is_noted_when_an_http11_client_sends_it() {
-        let text = "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        let text =
+            "POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
         assert!(parse(text).unwrap().expect_continue);
         let text = "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
         assert!(!parse(text).unwrap().expect_continue);
@@ -474,6 +518,44 @@ mod tests {
                 want,
                 "1.{minor} {values:?}"
             );
+        }
+    }
+
+    #[test]
+    fn head_is_400_when_http11_has_no_host_or_two_authorization_headers() {
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.0\r\n\r\n"),
+            0,
+            "HTTP/1.0 needs no Host"
+        );
+        assert_eq!(
+            status(
+                "GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\n\r\n"),
+            0
+        );
+    }
+
+    #[test]
+    fn absolute_form_target_is_routed_by_its_path_and_query() {
+        for (target, path, query) in [
+            (
+                "http://example.com/users?limit=1",
+                "/users",
+                Some("limit=1"),
+            ),
+            ("HTTPS://example.com:8443/user/7", "/user/7", None),
+            ("http://example.com", "/", None),
+            ("/users", "/users", None),
+        ] {
+            let head = parse(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n")).unwrap();
+            assert_eq!(head.request.path, path, "{target}");
+            assert_eq!(head.request.query.as_deref(), query, "{target}");
         }
     }
 }

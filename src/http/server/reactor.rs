@@ -7,9 +7,9 @@
 //! whenever a connection enters a new stage the reactor tries its I/O at once instead of
 //! waiting for an event that may already have fired while a worker held it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{After, Conn, Gone, Stage};
+use super::conn::{After, Conn, Gone, LINGER_BUDGET, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
 use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
-use crate::http::{Handler, Method};
+use crate::http::client_addr::Cidr;
+use crate::http::{Handler, Method, Refusal, Response};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
@@ -39,6 +40,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// One read buffer for every connection: reads land here and only what arrived is
 /// copied to the connection, so idle connections hold no buffer at all.
 const SCRATCH_BYTES: usize = 64 * 1024;
+/// The most a read takes while no body is being read: a head arrives in a few reads, and
+/// a client pipelining requests it does not read the answers to gets no more than this
+/// read ahead of the request being served.
+const READ_AHEAD: usize = 4 * 1024;
 /// Connections the reactor answered itself that it goes on with per loop turn, so that
 /// clients pipelining probes cannot keep it from everything else.
 const ANSWER_BATCH: usize = 256;
@@ -91,11 +96,41 @@ struct Table {
     free: Option<usize>,
     /// Connections open, here or away: what `max_connections` limits.
     live: usize,
+    /// Each slot's peer address, kept while the connection is away too.
+    peer_of: Vec<Option<IpAddr>>,
+    /// Connections open per peer address: what `max_connections_per_peer` limits.
+    per_peer: HashMap<IpAddr, usize>,
+    /// Body bytes that connections here or away may hold, reserved when a body starts
+    /// and released when its request is done: what `body_budget` limits.
+    body_reserved: usize,
 }
 
 impl Table {
     fn insert(&mut self, conn: Conn) -> usize {
         self.live += 1;
+        let ip = conn.peer.ip().to_canonical();
+        *self.per_peer.entry(ip).or_insert(0) += 1;
+        let i = self.place(conn);
+        if self.peer_of.len() <= i {
+            self.peer_of.resize(i + 1, None);
+        }
+        self.peer_of[i] = Some(ip);
+        i
+    }
+
+    /// Connections open from `ip`.
+    fn count_from(&self, ip: IpAddr) -> usize {
+        self.per_peer.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn peek(&self, i: usize) -> Option<&Conn> {
+        match self.slots.get(i) {
+            Some(Slot::Here(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn place(&mut self, conn: Conn) -> usize {
         match self.free {
             Some(i) => {
                 self.free = match self.slots[i] {
@@ -151,12 +186,23 @@ impl Table {
     /// Frees a slot, here or away; dropping the connection closes its socket.
     fn remove(&mut self, i: usize) {
         if let Some(slot) = self.slots.get_mut(i) {
-            if matches!(slot, Slot::Free { .. }) {
-                return;
+            match slot {
+                Slot::Free { .. } => return,
+                Slot::Here(conn) => self.body_reserved -= std::mem::take(&mut conn.reserved),
+                // Its reservation is released when it comes back.
+                Slot::Away { .. } => {}
             }
             *slot = Slot::Free { next: self.free };
             self.free = Some(i);
             self.live -= 1;
+            if let Some(ip) = self.peer_of.get_mut(i).and_then(Option::take) {
+                if let Some(n) = self.per_peer.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_peer.remove(&ip);
+                    }
+                }
+            }
         }
     }
 }
@@ -164,12 +210,25 @@ impl Table {
 pub(crate) struct Reactor {
     poll: Poll,
     events: Events,
-    tokens: Vec<Token>,
+    /// This turn's ready connections, and whether the peer's FIN came with the event.
+    tokens: Vec<(Token, bool)>,
     listener: Option<TcpListener>,
     table: Table,
     max_connections: usize,
+    max_connections_per_peer: usize,
+    uncapped_peers: Vec<Cidr>,
+    /// Connections with no request under way (just accepted, or idle between requests),
+    /// oldest first, each with the idle spell it was queued for; entries whose
+    /// connection moved on are skipped when met. At the cap the oldest is closed to make
+    /// room, so that one client's idle connections cannot lock everyone else out.
+    idle: VecDeque<(usize, u64)>,
+    next_spell: u64,
     limits: Limits,
     timeouts: Timeouts,
+    /// How much of a too-large declared body is discarded after the 413.
+    max_discard_bytes: u64,
+    /// Body bytes all connections together may hold (see `Table::body_reserved`).
+    body_budget: usize,
     shutdown_timeout: Duration,
     jobs: SyncSender<Job>,
     returned: Receiver<Returned>,
@@ -221,12 +280,18 @@ impl Reactor {
             listener: Some(listener),
             table: Table::default(),
             max_connections: config.max_connections.max(1),
+            max_connections_per_peer: config.max_connections_per_peer,
+            uncapped_peers: config.uncapped_peers.clone(),
+            idle: VecDeque::new(),
+            next_spell: 0,
             limits: Limits {
                 max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_headers,
                 max_body_bytes: config.max_body_bytes,
             },
             timeouts,
+            max_discard_bytes: config.max_discard_bytes,
+            body_budget: config.body_budget_bytes.max(config.max_body_bytes),
             shutdown_timeout: config.shutdown_timeout,
             jobs,
             returned,
@@ -256,13 +321,17 @@ impl Reactor {
             }
             let now = Instant::now();
             self.tokens.clear();
-            self.tokens.extend(self.events.iter().map(|e| e.token()));
+            self.tokens.extend(
+                self.events
+                    .iter()
+                    .map(|e| (e.token(), e.is_read_closed() || e.is_error())),
+            );
             let mut listener_ready = false;
             for k in 0..self.tokens.len() {
                 match self.tokens[k] {
-                    LISTENER => listener_ready = true,
-                    WAKER => {}
-                    Token(i) => self.drive(i, now),
+                    (LISTENER, _) => listener_ready = true,
+                    (WAKER, _) => {}
+                    (Token(i), hup) => self.drive(i, hup, now),
                 }
             }
             self.take_returned(now);
@@ -302,11 +371,14 @@ impl Reactor {
         wake.saturating_duration_since(now)
     }
 
-    /// Does whatever the connection's stage calls for.
-    fn drive(&mut self, i: usize, now: Instant) {
+    /// Does whatever the connection's stage calls for. `hup`: the client's FIN (or an
+    /// error) came with this event, so reading must go on to the end of the stream: with
+    /// edge-triggered readiness nothing will be reported again.
+    fn drive(&mut self, i: usize, hup: bool, now: Instant) {
         let Some(conn) = self.table.get(i) else {
             return self.table.mark_away_readable(i);
         };
+        conn.hup |= hup;
         match conn.stage {
             Stage::Fresh | Stage::Reading(_) => self.drive_read(i, now),
             Stage::Writing(_) => {
@@ -341,9 +413,11 @@ impl Reactor {
             };
             match conn.reader.advance(&mut conn.buf, &self.limits) {
                 Step::NeedMore => {}
-                Step::SendContinue => {
-                    conn.out.extend_from_slice(response::CONTINUE);
-                    continue;
+                Step::CheckHead => {
+                    if self.check_head(i, now) {
+                        continue;
+                    }
+                    return;
                 }
                 Step::Ready(ready) => return self.dispatch(i, ready, now),
                 Step::Reject(rejection) => {
@@ -363,8 +437,15 @@ impl Reactor {
                 conn.maybe_readable = false;
                 return conn.trim();
             }
-            match conn.read_once(&mut self.scratch) {
-                Ok(Some(n)) => drained = n < self.scratch.len(),
+            // SECURITY: only a few KiB are read ahead of what the request being read can
+            // use, so a connection holds little memory whatever its client sends.
+            let cap = match phase {
+                Phase::Body => conn.reader.body_bound(self.limits.max_body_bytes),
+                Phase::Idle | Phase::Head => 0,
+            }
+            .clamp(READ_AHEAD, self.scratch.len());
+            match conn.read_once(&mut self.scratch[..cap]) {
+                Ok(Some(n)) => drained = n < cap && !conn.hup,
                 Ok(None) => {
                     conn.maybe_readable = false;
                     return conn.trim();
@@ -421,6 +502,87 @@ impl Reactor {
         conn.deadline = deadline;
     }
 
+    /// A head with a body is complete: lets the handler refuse it from the head alone,
+    /// then takes room for the body in the shared budget, then lets the body be read.
+    /// Returns whether reading goes on.
+    fn check_head(&mut self, i: usize, now: Instant) -> bool {
+        let Some(conn) = self.table.get(i) else {
+            return false;
+        };
+        let Some(pending) = conn.reader.pending_request() else {
+            return true;
+        };
+        let mut request = pending.clone();
+        let peer = conn.peer;
+        request.peer = Some(peer);
+        let bound = conn.reader.body_bound(self.limits.max_body_bytes);
+        // What of a declared body is yet to come is drained after a refusal.
+        let unread = match request.header("content-length") {
+            Some(_) => u64::try_from(bound.saturating_sub(conn.buf.len())).unwrap_or(0),
+            None => 0,
+        };
+        let head_only = request.method == Method::Head;
+        if let Some(resp) = self.handler.refuse_head(&request) {
+            self.refuse_head(i, &resp, head_only, unread, now);
+            return false;
+        }
+        if self.table.body_reserved + bound > self.body_budget {
+            if self.should_log_refusal(now) {
+                log::warn!(
+                    "request bodies in progress fill their budget of {} bytes: answering 503",
+                    self.body_budget
+                );
+            }
+            self.handler.refused(&Refusal {
+                status: 503,
+                peer,
+                request: Some(&request),
+            });
+            let resp = response::layer_error(503, "the server is busy; try again");
+            self.refuse_head(i, &resp, head_only, unread, now);
+            return false;
+        }
+        let Some(conn) = self.table.get(i) else {
+            return false;
+        };
+        conn.reserved = bound;
+        if conn.reader.allow_body(&conn.buf) {
+            conn.out.extend_from_slice(response::CONTINUE);
+        }
+        self.table.body_reserved += bound;
+        true
+    }
+
+    /// Answers a request refused from its head, then closes, draining what is still to
+    /// come of its declared body (within the discard bound) so the answer is not lost.
+    fn refuse_head(
+        &mut self,
+        i: usize,
+        resp: &Response,
+        head_only: bool,
+        unread: u64,
+        now: Instant,
+    ) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        conn.out.clear();
+        conn.out_pos = 0;
+        response::append(
+            &mut conn.out,
+            resp,
+            Framing {
+                head_only,
+                ..Framing::CLOSE
+            },
+        );
+        conn.buf = Vec::new();
+        conn.unread_body = unread;
+        conn.stage = Stage::Writing(After::Close);
+        conn.deadline = now + self.timeouts.write;
+        self.drive_write(i, now);
+    }
+
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
     /// A request the handler can answer at once is answered here instead.
     fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
@@ -431,6 +593,7 @@ impl Reactor {
             return;
         };
         conn.trim();
+        conn.unread_body = ready.unread_body;
         ready.request.peer = Some(conn.peer);
         let job = Job {
             token: Token(i),
@@ -441,11 +604,16 @@ impl Reactor {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 let head_only = job.ready.head_only;
+                self.handler.refused(&Refusal {
+                    status: 503,
+                    peer: job.conn.peer,
+                    request: Some(&job.ready.request),
+                });
                 self.table.give_back(i, job.conn);
                 if self.should_log_refusal(now) {
                     log::warn!("all workers busy and the queue is full: answering 503");
                 }
-                self.reject(i, 503, "the server is busy; try again", head_only, now);
+                self.answer_layer_error(i, 503, "the server is busy; try again", head_only, now);
             }
         }
     }
@@ -457,9 +625,12 @@ impl Reactor {
             return;
         };
         conn.trim();
+        conn.unread_body = ready.unread_body;
         ready.request.peer = Some(conn.peer);
+        let released = std::mem::take(&mut conn.reserved);
         worker::respond(self.handler.as_ref(), &self.stopper, conn, ready);
         conn.deadline = now + self.timeouts.write;
+        self.table.body_reserved -= released;
         if self.flush(i).is_err() {
             return self.table.remove(i);
         }
@@ -490,6 +661,26 @@ impl Reactor {
 
     /// Answers with an error of the layer's own and closes after it.
     fn reject(&mut self, i: usize, status: u16, message: &str, head_only: bool, now: Instant) {
+        let Some(conn) = self.table.get(i) else {
+            return;
+        };
+        self.handler.refused(&Refusal {
+            status,
+            peer: conn.peer,
+            request: conn.reader.pending_request(),
+        });
+        self.answer_layer_error(i, status, message, head_only, now);
+    }
+
+    /// Writes one of the layer's own errors and closes after it, without reporting it.
+    fn answer_layer_error(
+        &mut self,
+        i: usize,
+        status: u16,
+        message: &str,
+        head_only: bool,
+        now: Instant,
+    ) {
         let Some(conn) = self.table.get(i) else {
             return;
         };
@@ -528,6 +719,10 @@ impl Reactor {
         if after == After::KeepAlive && self.drain_deadline.is_none() {
             conn.stage = Stage::Reading(Phase::Idle);
             conn.deadline = now + self.timeouts.keepalive;
+            self.queue_idle(i);
+            let Some(conn) = self.table.get(i) else {
+                return;
+            };
             // Pipelined bytes may be buffered already, or readiness may have been
             // reported while a worker held the connection: then look now. Otherwise
             // the next request will be reported, and a read now would only see EAGAIN.
@@ -537,11 +732,19 @@ impl Reactor {
                 conn.trim();
             }
         } else {
-            let mut deadline = now + self.timeouts.linger;
+            // A declared body within the discard bound is drained to its last byte, with
+            // the body timeout to arrive in: a proxy that buffered it sends all of it and
+            // fails (and marks this replica down) if the connection resets under it.
+            let unread = std::mem::take(&mut conn.unread_body);
+            let (mut deadline, budget) = if unread > 0 && unread <= self.max_discard_bytes {
+                (now + self.timeouts.body, unread)
+            } else {
+                (now + self.timeouts.linger, LINGER_BUDGET)
+            };
             if let Some(drain) = self.drain_deadline {
                 deadline = deadline.min(drain);
             }
-            conn.start_linger(deadline);
+            conn.start_linger(deadline, budget);
             if conn.discard_input(&mut self.scratch).is_err() {
                 self.table.remove(i);
             }
@@ -556,6 +759,8 @@ impl Reactor {
             broken,
         }) = self.returned.try_recv()
         {
+            // The request and its body are done with.
+            self.table.body_reserved -= std::mem::take(&mut conn.reserved);
             if broken {
                 self.table.remove(i);
                 continue;
@@ -578,8 +783,16 @@ impl Reactor {
                         self.starved = false;
                         log::info!("accepting connections again");
                     }
-                    if self.table.live >= self.max_connections {
-                        self.refuse(stream, now);
+                    let ip = peer.ip().to_canonical();
+                    if self.max_connections_per_peer > 0
+                        && self.table.count_from(ip) >= self.max_connections_per_peer
+                        && !self.uncapped_peers.iter().any(|c| c.contains(ip))
+                    {
+                        self.refuse(stream, peer, now, "one address has too many connections");
+                        continue;
+                    }
+                    if self.table.live >= self.max_connections && !self.close_oldest_idle() {
+                        self.refuse(stream, peer, now, "the connection cap is reached");
                         continue;
                     }
                     // Responses leave in one write; Nagle would only delay them.
@@ -597,6 +810,8 @@ impl Reactor {
                     if let Err(e) = registered {
                         log::warn!("cannot watch a new connection from {peer}: {e}");
                         self.table.remove(i);
+                    } else {
+                        self.queue_idle(i);
                     }
                 }
                 Err(e) => match e.kind() {
@@ -629,14 +844,43 @@ impl Reactor {
         self.accept_more = true;
     }
 
-    /// Over the connection cap: a fast canned 503 and close, never a silent hang.
-    fn refuse(&mut self, mut stream: TcpStream, now: Instant) {
-        if self.should_log_refusal(now) {
-            log::warn!(
-                "connection cap of {} reached: answering 503",
-                self.max_connections
-            );
+    /// Queues a connection that just became idle (or was just accepted) for
+    /// [`close_oldest_idle`](Self::close_oldest_idle).
+    fn queue_idle(&mut self, i: usize) {
+        let spell = self.next_spell;
+        self.next_spell += 1;
+        if let Some(conn) = self.table.get(i) {
+            conn.idle_spell = spell;
+            self.idle.push_back((i, spell));
         }
+        // Stale entries are dropped lazily; this bounds how many can pile up.
+        if self.idle.len() > 2 * self.max_connections + 64 {
+            let table = &self.table;
+            self.idle.retain(|&(i, spell)| is_idle_in(table, i, spell));
+        }
+    }
+
+    /// Closes the connection idle the longest, if any: returns whether one was closed.
+    fn close_oldest_idle(&mut self) -> bool {
+        while let Some((i, spell)) = self.idle.pop_front() {
+            if is_idle_in(&self.table, i, spell) {
+                self.table.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Over a connection cap: a fast canned 503 and close, never a silent hang.
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant, why: &str) {
+        if self.should_log_refusal(now) {
+            log::warn!("{why}: answering 503");
+        }
+        self.handler.refused(&Refusal {
+            status: 503,
+            peer,
+            request: None,
+        });
         // Whatever the client sent already is read, so closing does not reset the
         // connection before it sees the answer.
         let _ = stream.read(&mut self.scratch);
@@ -725,6 +969,14 @@ impl Reactor {
             Stage::Writing(_) | Stage::Lingering => self.table.remove(i),
         }
     }
+}
+
+/// Whether slot `i` holds a connection still in the idle spell `spell`: just accepted
+/// or between requests, with nothing under way.
+fn is_idle_in(table: &Table, i: usize, spell: u64) -> bool {
+    table.peek(i).is_some_and(|c| {
+        c.idle_spell == spell && matches!(c.stage, Stage::Fresh | Stage::Reading(Phase::Idle))
+    })
 }
 
 /// EMFILE, ENFILE, ENOBUFS or ENOMEM: the kind of accept failure that clears up by itself.

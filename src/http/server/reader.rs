@@ -17,9 +17,10 @@ use super::parse::{self, Framing, Head, Limits, Rejection};
 pub(crate) enum Step {
     /// Every buffered byte is used; read more from the client.
     NeedMore,
-    /// The head asked for `100 Continue` and the body will be read: send it, then call
-    /// `advance` again.
-    SendContinue,
+    /// A head with a body is complete and nothing of the body is read yet: the
+    /// connection may refuse it from the head alone ([`Reader::pending_request`]), or
+    /// let it be read with [`Reader::allow_body`].
+    CheckHead,
     /// A complete request, consumed from the buffer.
     Ready(Box<Ready>),
     /// Refuse the request with this error and close the connection.
@@ -35,6 +36,10 @@ pub(crate) struct Ready {
     /// The response gets `Connection: keep-alive`, as HTTP/1.0 needs to keep it.
     pub announce_keep_alive: bool,
     pub head_only: bool,
+    /// Bytes of a too-large declared body still to come from the client: read and
+    /// discarded after the answer (up to a bound), so closing does not reset the
+    /// connection under a client, or a proxy, that is still sending it.
+    pub unread_body: u64,
 }
 
 /// Where the reader is within the current request; decides which timeout applies.
@@ -61,6 +66,8 @@ struct BodyState {
     head: Head,
     body: Vec<u8>,
     kind: BodyKind,
+    /// The head was checked and the body may be read.
+    allowed: bool,
 }
 
 #[derive(Debug)]
@@ -100,6 +107,40 @@ impl Reader {
         }
     }
 
+    /// The request whose head is complete and whose body is being read (or waits for
+    /// [`allow_body`](Self::allow_body)); its body is still empty.
+    pub(crate) fn pending_request(&self) -> Option<&Request> {
+        match &self.state {
+            State::Body(b) => Some(&b.head.request),
+            State::Head { .. } => None,
+        }
+    }
+
+    /// The most body bytes the pending request may still need: what a read should
+    /// take at most, and what a body in progress may come to hold.
+    pub(crate) fn body_bound(&self, max_body_bytes: usize) -> usize {
+        match &self.state {
+            State::Body(b) => match b.kind {
+                BodyKind::Length { left } => left,
+                BodyKind::Chunked(_) => max_body_bytes,
+            },
+            State::Head { .. } => 0,
+        }
+    }
+
+    /// Lets the body of the pending request be read, after [`Step::CheckHead`]. Returns
+    /// whether to send `100 Continue` first: only when the client asked for it and has
+    /// not started sending the body anyway (`buf` holds what arrived after the head).
+    pub(crate) fn allow_body(&mut self, buf: &[u8]) -> bool {
+        match &mut self.state {
+            State::Body(b) if !b.allowed => {
+                b.allowed = true;
+                b.head.expect_continue && buf.is_empty()
+            }
+            _ => false,
+        }
+    }
+
     /// Consumes what it can from the front of `buf`.
     pub(crate) fn advance(&mut self, buf: &mut Vec<u8>, limits: &Limits) -> Step {
         match &mut self.state {
@@ -121,6 +162,7 @@ impl Reader {
                 buf.drain(..end);
                 self.start_body(head, buf, limits)
             }
+            State::Body(b) if !b.allowed => Step::CheckHead,
             State::Body(_) => self.advance_body(buf, limits.max_body_bytes),
         }
     }
@@ -167,32 +209,34 @@ impl Reader {
         }
     }
 
-    /// After a complete head: deliver at once, or switch to reading the body (and read
-    /// what of it is buffered already).
-    fn start_body(&mut self, head: Head, buf: &mut Vec<u8>, limits: &Limits) -> Step {
+    /// After a complete head: deliver at once, or wait for the body to be allowed.
+    fn start_body(&mut self, head: Head, buf: &[u8], limits: &Limits) -> Step {
         self.state = State::Head { scanned: 0 };
         let kind = match head.framing {
             Framing::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
             // Not a byte of it is read: the handler decides the status (auth comes first),
             // and the connection closes after the response.
-            Framing::TooLarge => return Step::Ready(Box::new(ready(head, Body::TooLarge))),
+            Framing::TooLarge(declared) => {
+                // What is buffered already belongs to that body and goes with the buffer.
+                let buffered = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+                let mut ready = ready(head, Body::TooLarge);
+                ready.unread_body = declared.saturating_sub(buffered);
+                return Step::Ready(Box::new(ready));
+            }
             Framing::Length(n) => BodyKind::Length { left: n },
             Framing::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
         };
-        // A client that already sent body bytes is not waiting for the interim response.
-        let send_continue = head.expect_continue && buf.is_empty();
         self.state = State::Body(Box::new(BodyState {
             head,
             // Grown as bytes arrive, so a client that declares a large body and sends
             // nothing holds no memory for it.
             body: Vec::new(),
             kind,
+            allowed: false,
         }));
-        if send_continue {
-            Step::SendContinue
-        } else {
-            self.advance(buf, limits)
-        }
+        // SECURITY: not a byte of the body is taken, nor `100 Continue` sent, before the
+        // connection has had its say on the head (authentication, room for the body).
+        Step::CheckHead
     }
 }
 
@@ -208,6 +252,7 @@ fn ready(head: Head, body: Body) -> Ready {
         keep_alive,
         announce_keep_alive,
         head_only,
+        unread_body: 0,
     }
 }
 
@@ -287,6 +332,12 @@ mod tests {
             loop {
                 match reader.advance(&mut buf, &LIMITS) {
                     Step::NeedMore => break,
+                    // Recorded only when a `100 Continue` is to be sent.
+                    Step::CheckHead => {
+                        if reader.allow_body(&buf) {
+                            steps.push(Step::CheckHead);
+                        }
+                    }
                     step @ Step::Reject(_) => {
                         steps.push(step);
                         return (steps, buf);
@@ -314,7 +365,7 @@ mod tests {
 
     #[test]
     fn requests_come_out_in_order_when_pipelined_in_one_buffer() {
-        let input = b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let input = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\nHost: t\r\n\r\n";
         let (steps, rest) = feed(&[input]);
         let paths: Vec<_> = steps
             .iter()
@@ -331,7 +382,7 @@ mod tests {
     #[test]
     fn request_is_complete_when_it_arrives_one_byte_at_a_time() {
         let input =
-            b"POST /x?q=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+            b"POST /x?q=1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let chunks: Vec<&[u8]> = input.chunks(1).collect();
         let (steps, _) = feed(&chunks);
         assert_eq!(steps.len(), 1);
@@ -349,24 +400,32 @@ mod tests {
 
     #[test]
     fn empty_lines_before_a_request_are_skipped_when_split_anywhere() {
-        let (steps, _) = feed(&[b"\r\n", b"\r", b"\nGET / HTTP/1.1\r\n", b"\r\n"]);
+        let (steps, _) = feed(&[b"\r\n", b"\r", b"\nGET / HTTP/1.1\r\nHost: t\r\n", b"\r\n"]);
         assert_eq!(steps.len(), 1);
         ready(&steps[0]);
     }
 
     #[test]
     fn body_is_too_large_and_connection_closes_when_content_length_passes_the_cap() {
-        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nContent-Length: 33\r\n\r\n"]);
+        let (steps, _) = feed(&[b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 33\r\n\r\n"]);
         let r = ready(&steps[0]);
         assert_eq!(r.request.body, Body::TooLarge);
         assert!(!r.keep_alive);
+        assert_eq!(r.unread_body, 33);
+        let (steps, _) =
+            feed(&[b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n0123456789"]);
+        assert_eq!(
+            ready(&steps[0]).unread_body,
+            30,
+            "what came with the head is counted"
+        );
     }
 
     #[test]
     fn body_is_too_large_when_chunks_pass_the_cap() {
         let chunk = format!("20\r\n{}\r\n1\r\nx\r\n", "a".repeat(32));
         let (steps, _) = feed(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
             chunk.as_bytes(),
         ]);
         let r = ready(&steps[0]);
@@ -376,9 +435,10 @@ mod tests {
 
     #[test]
     fn continue_is_asked_for_when_the_body_will_be_read_and_not_sent_yet() {
-        let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let head =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
         let (steps, _) = feed(&[head, b"hi"]);
-        assert!(matches!(steps[0], Step::SendContinue));
+        assert!(matches!(steps[0], Step::CheckHead), "100 Continue first");
         assert_eq!(
             ready(&steps[1]).request.body,
             Body::Complete(b"hi".to_vec())
@@ -387,7 +447,8 @@ mod tests {
         let (steps, _) = feed(&[&[head.as_slice(), b"hi"].concat()]);
         assert_eq!(steps.len(), 1, "the body came with the head: no 100");
 
-        let big = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999\r\n\r\n";
+        let big =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999\r\n\r\n";
         let (steps, _) = feed(&[big]);
         assert_eq!(steps.len(), 1);
         assert_eq!(ready(&steps[0]).request.body, Body::TooLarge);
@@ -395,13 +456,16 @@ mod tests {
 
     #[test]
     fn head_is_refused_with_431_or_414_when_it_passes_the_byte_limit() {
-        let long_header = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+            "a".repeat(300)
+        );
         assert_eq!(status(&feed(&[long_header.as_bytes()]).0[0]), 431);
-        let unfinished = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300));
+        let unfinished = format!("GET / HTTP/1.1\r\nHost: t\r\nX: {}", "a".repeat(300));
         assert_eq!(status(&feed(&[unfinished.as_bytes()]).0[0]), 431);
         let long_target = format!("GET /{}", "a".repeat(300));
         assert_eq!(status(&feed(&[long_target.as_bytes()]).0[0]), 414);
-        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(300));
+        let long_line = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(300));
         assert_eq!(status(&feed(&[long_line.as_bytes()]).0[0]), 414);
     }
 
@@ -412,7 +476,7 @@ mod tests {
         let (steps, _) = feed(&[b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]);
         let r = ready(&steps[0]);
         assert!(r.keep_alive && r.announce_keep_alive);
-        let (steps, _) = feed(&[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"]);
+        let (steps, _) = feed(&[b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]);
         assert!(!ready(&steps[0]).keep_alive);
     }
 
@@ -421,12 +485,15 @@ mod tests {
         let mut reader = Reader::default();
         let mut buf = Vec::new();
         assert_eq!(reader.phase(&buf), Phase::Idle);
-        buf.extend_from_slice(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n");
+        buf.extend_from_slice(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n");
         assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
         assert_eq!(reader.phase(&buf), Phase::Head);
         buf.extend_from_slice(b"\r\n");
-        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
         assert_eq!(reader.phase(&buf), Phase::Body);
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
+        assert!(!reader.allow_body(&buf));
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::NeedMore));
         assert_eq!(reader.pending_method(), Some(&Method::Post));
     }
 
@@ -500,5 +567,18 @@ mod tests {
             prop_assert_eq!(paths, want);
             prop_assert!(rest.is_empty());
         }
+    }
+
+    #[test]
+    fn body_is_not_taken_until_allowed_when_the_head_is_complete() {
+        let mut reader = Reader::default();
+        let mut buf = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        assert!(matches!(reader.advance(&mut buf, &LIMITS), Step::CheckHead));
+        assert_eq!(buf, b"abc", "the body stays in the buffer");
+        assert_eq!(reader.pending_request().map(|r| r.path.as_str()), Some("/"));
+        assert_eq!(reader.body_bound(32), 3);
+        assert!(!reader.allow_body(&buf), "body bytes came: no 100 Continue");
+        let step = reader.advance(&mut buf, &LIMITS);
+        assert_eq!(ready(&step).request.body, Body::Complete(b"abc".to_vec()));
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn respond(handler: &dyn Handler, stopper: &Stopper, conn: &mut Conn,
         keep_alive,
         announce_keep_alive,
         head_only,
+        ..
     } = ready;
     let resp = call_handler(handler, request);
     let close = !keep_alive || stopper.is_stopped();
