@@ -5,6 +5,7 @@ mod common;
 mod helpers;
 
 mod auth;
+mod db_errors;
 mod errors;
 mod health;
 mod http;
