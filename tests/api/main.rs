@@ -11,6 +11,7 @@ mod health;
 mod http;
 mod metrics;
 mod openapi;
+mod rate_limit;
 mod replica;
 mod seed;
 mod users_create;
