@@ -503,7 +503,13 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn immediate_answers_stay_prompt_when_many_clients_pipeline_them_nonstop() {
     let _heavy = heavy();
-    let server = TestServer::start(quick_config(), WithLive(echo));
+    // Keep-alive long enough for the probe's pauses on a loaded machine: with
+    // quick_config's 300 ms, a probe idle a little longer finds its connection closed.
+    let config = ServerConfig {
+        keepalive_timeout: Duration::from_secs(10),
+        ..quick_config()
+    };
+    let server = TestServer::start(config, WithLive(echo));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A hundred connections, each sent one more probe every round without waiting for
     // the answers, which are drained as they come: a readiness event on every one of
