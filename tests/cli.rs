@@ -1173,6 +1173,51 @@ fn start_up_failures_never_log_a_secret() {
     drop(held);
 }
 
+#[test]
+fn the_configuration_never_prints_a_secret_in_debug_output() {
+    // A panic message or a `{:?}` in a log line is how a secret would reach the log
+    // outside the paths above: whatever holds one must redact it in Debug.
+    let secrets = [
+        ("DB_PASSWORD", "debug-secret-6620"),
+        ("API_TOKEN", "debug-secret-6621"),
+    ];
+    for url in [
+        None,
+        Some("postgres://app:debug-secret-6622@127.0.0.1:5432/app"),
+    ] {
+        let lookup = |name: &str| -> Option<String> {
+            let fixed = match name {
+                "DATABASE_URL" => url,
+                "DATABASE_READ_URL" => Some("postgres://app:debug-secret-6623@127.0.0.1:5433/app"),
+                "DB_NAME" | "DB_USER" => Some("app"),
+                _ => None,
+            };
+            fixed.map(str::to_owned).or_else(|| {
+                secrets
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+
+        let config = user_api::Config::from_lookup(lookup).expect("a valid configuration");
+
+        let debug = format!("{config:?} {:#?}", config.db);
+        assert!(
+            debug.contains("api_token: Some") && debug.contains("5433"),
+            "the Debug output shows the settings: {debug}"
+        );
+        for secret in [
+            "debug-secret-6620",
+            "debug-secret-6621",
+            "debug-secret-6622",
+            "debug-secret-6623",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+}
+
 // ---- logging ---------------------------------------------------------------------------
 
 #[test]
