@@ -449,6 +449,20 @@ fn requests_get_503_in_time_and_liveness_stays_200_when_the_database_hangs() {
         .expect("count")
         .len();
 
+    // The pool full first: then each of the first four requests takes an open
+    // connection at once, and "four in use" below means four workers waiting.
+    let pool_full = poll_until(Duration::from_secs(30), || {
+        let text = Client::new(app.addr, Duration::from_secs(5))
+            .send("GET", "/metrics", &[], None)
+            .ok()?
+            .text();
+        (metric(&text, "db_pool_connections{state=\"idle\"}") == Some(4.0)).then_some(())
+    });
+    assert!(
+        pool_full.is_some(),
+        "the pool never had four idle connections"
+    );
+
     // Act: the database hangs; eight requests that need it (twice the workers: reads,
     // health checks and writes), then a liveness probe.
     let frozen = Frozen::new(&cluster);
@@ -481,7 +495,7 @@ fn requests_get_503_in_time_and_liveness_stays_200_when_the_database_hangs() {
     // could serve it and the test pass for the wrong reason: all four pooled
     // connections in use says so (/metrics is answered without a worker).
     let all_busy = poll_until(Duration::from_secs(10), || {
-        let text = Client::new(addr, Duration::from_secs(1))
+        let text = Client::new(addr, Duration::from_secs(5))
             .send("GET", "/metrics", &[], None)
             .ok()?
             .text();
