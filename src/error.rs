@@ -284,6 +284,10 @@ mod tests {
     fn unauthorized_and_method_not_allowed_carry_their_headers() {
         let r = ApiError::Unauthorized.to_response();
         assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+        assert_eq!(
+            body(&ApiError::Unauthorized),
+            serde_json::json!({"error": "a valid bearer token is required"})
+        );
         let r = ApiError::MethodNotAllowed { allow: "GET, HEAD" }.to_response();
         assert_eq!((r.status, r.header("Allow")), (405, Some("GET, HEAD")));
     }

@@ -145,6 +145,10 @@ mod tests {
             "email=nope",
             "offset=9223372036854775808",
             "limit",
+            // Decimal digits only (API.md): a sign is a 400 even before an in-range number.
+            "limit=+5",
+            "offset=+0",
+            "after_id=+1",
         ] {
             assert_eq!(parse(bad).unwrap_err().status(), 400, "{bad}");
         }

@@ -102,6 +102,26 @@ pub fn assert_request_id(r: &HttpResponse, context: &str) -> String {
     id.to_owned()
 }
 
+/// The statuses of docs/API.md's Errors table (`| 400 | ... |` rows), read once.
+pub fn contract_error_statuses() -> &'static std::collections::BTreeSet<u16> {
+    static STATUSES: std::sync::OnceLock<std::collections::BTreeSet<u16>> =
+        std::sync::OnceLock::new();
+    STATUSES.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let statuses: std::collections::BTreeSet<u16> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("| ")?.get(..3)?.parse().ok())
+            .filter(|s| (400..600).contains(s))
+            .collect();
+        assert!(
+            statuses.len() >= 9,
+            "API.md's Errors table not found: {statuses:?}"
+        );
+        statuses
+    })
+}
+
 /// Words that would betray a database error or a panic in a client's error message.
 const LEAKS: [&str; 9] = [
     "sqlstate",
@@ -119,6 +139,10 @@ const LEAKS: [&str; 9] = [
 /// `field` besides, no internal detail, and the standard headers. Returns the body.
 pub fn assert_error(r: &HttpResponse, status: u16, context: &str) -> Value {
     assert_eq!(r.status, status, "{context}: body {:?}", r.text());
+    assert!(
+        contract_error_statuses().contains(&status),
+        "{context}: {status} is not in docs/API.md's Errors table"
+    );
     assert_json_content_type(r, context);
     assert_request_id(r, context);
     let body: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {

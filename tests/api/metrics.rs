@@ -260,27 +260,67 @@ fn metrics_have_a_request_duration_histogram_by_route() {
 
 #[test]
 fn metrics_report_the_pool_and_its_wait_timeouts() {
-    let app = spawn_app();
-    app.create_user_ok(&ada());
+    // Arrange: a pool of two, warm, and nothing running.
+    let app = spawn_app_with(|vars| {
+        vars.insert("DB_POOL_SIZE".into(), "2".into());
+    });
+    let id = id_of(&app.create_user_ok(&ada()));
+    wait_for_idle_connections(&app, 2.0);
+    let gauge = |samples: &[Sample], state: &str| {
+        find(samples, "db_pool_connections", &[("state", state)])
+            .unwrap_or_else(|| panic!("db_pool_connections{{state=\"{state}\"}}"))
+            .value
+    };
 
-    let (samples, types) = scrape(&app);
+    let (idle, types) = scrape(&app);
 
     assert_eq!(
         types.get("db_pool_connections").map(String::as_str),
         Some("gauge")
     );
-    for state in ["idle", "in_use"] {
-        let s = find(&samples, "db_pool_connections", &[("state", state)])
-            .unwrap_or_else(|| panic!("db_pool_connections{{state=\"{state}\"}}"));
-        assert!(s.value >= 0.0, "{s:?}");
-    }
     assert_eq!(
         types.get("db_pool_wait_timeouts_total").map(String::as_str),
         Some("counter")
     );
-    let timeouts =
-        find(&samples, "db_pool_wait_timeouts_total", &[]).expect("db_pool_wait_timeouts_total");
-    assert!(timeouts.value >= 0.0);
+    assert_eq!(
+        (gauge(&idle, "idle"), gauge(&idle, "in_use")),
+        (2.0, 0.0),
+        "both connections idle while nothing runs"
+    );
+    let timeouts = find(&idle, "db_pool_wait_timeouts_total", &[])
+        .expect("db_pool_wait_timeouts_total")
+        .value;
+    assert_eq!(timeouts, 0.0, "no request has waited for a connection");
+
+    // Act: one request blocked behind our lock holds one connection.
+    let mut locker = app.db();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let addr = app.addr;
+    let blocked = std::thread::spawn(move || {
+        client::send(addr, "GET", &format!("/user/{id}"), &[], None).map(|r| r.status)
+    });
+    let busy = poll_until(std::time::Duration::from_secs(30), || {
+        let (samples, _) = scrape(&app);
+        (gauge(&samples, "in_use") >= 1.0).then_some(samples)
+    });
+    lock.commit().unwrap();
+    let answer = blocked.join().unwrap();
+
+    // Assert: one in use, one idle; back to two idle once it is answered.
+    let busy = busy.expect("db_pool_connections{state=\"in_use\"} never showed the request");
+    assert_eq!(
+        (gauge(&busy, "idle"), gauge(&busy, "in_use")),
+        (1.0, 1.0),
+        "one connection in use by the blocked request"
+    );
+    assert_eq!(answer.ok(), Some(200));
+    let released = poll_until(std::time::Duration::from_secs(10), || {
+        let (samples, _) = scrape(&app);
+        (gauge(&samples, "in_use") == 0.0).then_some(())
+    });
+    assert!(released.is_some(), "the connection was never given back");
 }
 
 #[test]

@@ -168,3 +168,225 @@ fn openapi_json_carries_the_version_in_cargo_toml() {
 
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+// ---- the document against docs/API.md ---------------------------------------------------
+
+/// docs/API.md, the contract in the repository.
+fn contract() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The success status API.md's Routes table gives each method and path (both paths of a
+/// row, and the plural one where a row says "(and plural)").
+fn contract_successes(api_md: &str) -> BTreeMap<(String, String), u16> {
+    let table = api_md
+        .split("## Routes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Routes section in API.md");
+    let mut successes = BTreeMap::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (routes, success) = (cells[1], cells[2]);
+        let own: Option<u16> = success
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 3)
+            .and_then(|w| w.parse().ok());
+        // "same as `/health`": the status of GET on that path, from an earlier row.
+        let same_as = || {
+            let other = success.strip_prefix("same as `")?.split('`').next()?;
+            successes
+                .get(&("GET".to_owned(), other.to_owned()))
+                .copied()
+        };
+        let status = own
+            .or_else(same_as)
+            .unwrap_or_else(|| panic!("no status in the success cell of {row:?}"));
+        for route in routes.split('`').skip(1).step_by(2) {
+            let (method, path) = route.split_once(' ').expect("`METHOD /path`");
+            successes.insert((method.to_owned(), path.to_owned()), status);
+            if routes.contains("(and plural)") {
+                let plural = path.replacen("/user/", "/users/", 1);
+                successes.insert((method.to_owned(), plural), status);
+            }
+        }
+    }
+    successes
+}
+
+#[test]
+fn openapi_statuses_per_route_follow_the_contract_in_docs_api_md() {
+    let app = spawn_app();
+    let doc = document(&app);
+    let api_md = contract();
+    let successes = contract_successes(&api_md);
+    let errors = contract_error_statuses().clone();
+    assert!(
+        successes.len() >= 16 && errors.len() >= 9,
+        "API.md's tables were not read: {successes:?} {errors:?}"
+    );
+
+    let mut problems = Vec::new();
+    let mut error_statuses_used = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            let method = method.to_uppercase();
+            let documented: BTreeSet<u16> = responses
+                .keys()
+                .map(|s| s.parse().unwrap_or_else(|_| panic!("{method} {path}: {s}")))
+                .collect();
+            // HEAD answers as GET does (API.md: "HEAD works wherever GET does").
+            let as_method = if method == "HEAD" {
+                "GET"
+            } else {
+                method.as_str()
+            };
+            let Some(&success) = successes.get(&(as_method.to_owned(), path.clone())) else {
+                problems.push(format!("{method} {path} is not in API.md's Routes table"));
+                continue;
+            };
+            // What API.md says of each status, route by route.
+            let user_route = path.starts_with("/user");
+            let has_id = path.contains("{id}");
+            let has_body = ["POST", "PUT", "PATCH"].contains(&as_method);
+            let mut expected = BTreeSet::from([success]);
+            let is_write = as_method != "GET";
+            if user_route {
+                // 400 bad input, 401 and 403 (Authentication: every /user… route needs a
+                // key, and a key its scope), 429 when configured, 503 and 500 for what
+                // the database and the server do.
+                expected.extend([400, 401, 403, 429, 500, 503]);
+                if has_id {
+                    expected.insert(404); // no such user
+                }
+                if has_body {
+                    expected.extend([409, 413, 415]); // email, size, Content-Type
+                }
+                if is_write {
+                    // Idempotency-Key: 409 while its first request runs, 422 when it
+                    // named another request.
+                    expected.extend([409, 422]);
+                }
+                if has_id && is_write {
+                    expected.extend([412, 428]); // If-Match, REQUIRE_IF_MATCH
+                }
+                if has_id && !is_write {
+                    expected.insert(304); // If-None-Match
+                }
+            } else if path == "/health" || path == "/health/ready" {
+                expected.insert(503); // while the database can't be reached
+            }
+            if documented != expected {
+                problems.push(format!(
+                    "{method} {path}: openapi.json has {documented:?}, API.md implies {expected:?}"
+                ));
+            }
+            error_statuses_used.extend(documented.iter().filter(|s| **s >= 400));
+        }
+    }
+    let unknown: Vec<&u16> = error_statuses_used.difference(&errors).collect();
+    assert!(
+        unknown.is_empty(),
+        "openapi.json uses statuses API.md's Errors table lacks: {unknown:?}"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The property names and required names of a component schema.
+fn schema_keys(doc: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let schema = &doc["components"]["schemas"][name];
+    assert_eq!(
+        schema["additionalProperties"],
+        json!(false),
+        "{name} admits keys API.md does not name"
+    );
+    let properties = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{name} has properties"))
+        .keys()
+        .cloned()
+        .collect();
+    let required = schema["required"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} has required"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    (properties, required)
+}
+
+#[test]
+fn openapi_body_schemas_have_exactly_the_keys_of_docs_api_md() {
+    let app = spawn_app();
+    let doc = document(&app);
+    let api_md = contract();
+    // The user: the example object under "Resource: user".
+    let example = api_md
+        .split("```json")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a JSON example of a user in API.md");
+    let user: Value = serde_json::from_str(example).expect("the example user is JSON");
+    let user_keys: BTreeSet<String> = user.as_object().unwrap().keys().cloned().collect();
+    // The error body: `{"error": ...}` with an optional `"field"` and no other keys.
+    assert!(
+        api_md.contains(r#"`{"error": "<one sentence for a person>"}`"#)
+            && api_md.contains(r#"`"field": "<name>"`"#)
+            && api_md.contains("no other keys"),
+        "API.md's error body wording changed: update this test"
+    );
+    // The listing: the four keys of the Routes table's `GET /users` row.
+    let listing_row = api_md
+        .lines()
+        .find(|l| l.starts_with("| `GET /users` |"))
+        .expect("a GET /users row");
+    let listing_keys: BTreeSet<String> = ["users", "limit", "offset", "next_after_id"]
+        .into_iter()
+        .filter(|k| listing_row.contains(&format!("\"{k}\"")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listing_keys.len(), 4, "the GET /users row: {listing_row}");
+
+    for (name, properties, required) in [
+        ("User", user_keys.clone(), user_keys),
+        (
+            "Error",
+            BTreeSet::from(["error".to_owned(), "field".to_owned()]),
+            BTreeSet::from(["error".to_owned()]),
+        ),
+        ("UserList", listing_keys.clone(), listing_keys),
+    ] {
+        assert_eq!(
+            schema_keys(&doc, name),
+            (properties, required),
+            "{name}: (properties, required) against API.md"
+        );
+    }
+    // Every error answer of a user route is that Error object.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/user") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                // 304 Not Modified has no body at all (API.md: If-None-Match).
+                if status.starts_with('2') || status == "304" {
+                    continue;
+                }
+                let response = match response["$ref"].as_str() {
+                    Some(r) => &doc["components"]["responses"][r.rsplit('/').next().unwrap()],
+                    None => response,
+                };
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+}

@@ -217,6 +217,13 @@ fn list_users_returns_400_when_a_query_parameter_is_bad() {
         ("after_id not a number", "after_id=abc"),
         ("after_id out of range", "after_id=9223372036854775808"),
         ("after_id with a non-zero offset", "after_id=1&offset=1"),
+        // API.md: numbers are decimal digits only, so a sign is refused even when the
+        // number after it is in range.
+        ("limit with a plus sign", "limit=+5"),
+        ("limit with an encoded plus sign", "limit=%2B5"),
+        ("offset with a plus sign", "offset=+0"),
+        ("after_id with a plus sign", "after_id=+1"),
+        ("limit with a space", "limit=%205"),
     ] {
         let r = app.list_users(query);
 

@@ -415,3 +415,84 @@ fn patch_user_keeps_its_own_email_without_a_conflict() {
 
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Sends `method target` with a JSON body once `start` lets every racer go.
+fn race(
+    addr: std::net::SocketAddr,
+    start: &std::sync::Arc<std::sync::Barrier>,
+    method: &'static str,
+    target: String,
+    body: Value,
+) -> std::thread::JoinHandle<HttpResponse> {
+    let start = std::sync::Arc::clone(start);
+    std::thread::spawn(move || {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let mut conn = HttpConnection::open(addr).expect("connect");
+        start.wait();
+        conn.send(
+            method,
+            &target,
+            &[("Content-Type", "application/json")],
+            Some(&bytes),
+        )
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    })
+}
+
+#[test]
+fn email_stays_unique_when_put_and_patch_race_for_it() {
+    // Arrange: two users; each round, one is PUT and the other PATCHed to the same new
+    // email (in different case) at the same moment.
+    let app = spawn_app();
+    let ada = app.create_named("Ada", "Lovelace", None);
+    let grace = app.create_named("Grace", "Hopper", None);
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..20 {
+        let email = format!("race{round}@example.com");
+        let (put_id, patch_id) = if round % 2 == 0 {
+            (ada, grace)
+        } else {
+            (grace, ada)
+        };
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let put_body =
+            json!({"first_name": "Put", "last_name": "Racer", "email": email.to_uppercase()});
+        let put = race(app.addr, &start, "PUT", format!("/user/{put_id}"), put_body);
+        let patch_body = json!({"email": email});
+        let patch = race(
+            app.addr,
+            &start,
+            "PATCH",
+            format!("/users/{patch_id}"),
+            patch_body,
+        );
+
+        // Act
+        let (put, patch) = (put.join().unwrap(), patch.join().unwrap());
+
+        // Assert: one wins with 200, the other gets API.md's 409, and the table agrees.
+        let context = format!("round {round}: PUT {}, PATCH {}", put.text(), patch.text());
+        let (winner, loser) = match (put.status, patch.status) {
+            (200, 409) => ((put_id, &put), &patch),
+            (409, 200) => ((patch_id, &patch), &put),
+            other => panic!("{context}: statuses {other:?}, not one 200 and one 409"),
+        };
+        assert_error(loser, 409, &context);
+        assert_user_shape(&winner.1.json());
+        let holders: Vec<i64> = app
+            .db()
+            .query(
+                "SELECT id FROM users WHERE lower(email) = lower($1)",
+                &[&email],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(holders, [winner.0], "{context}: who holds the email");
+        *outcomes
+            .entry(if winner.0 == put_id { "PUT" } else { "PATCH" })
+            .or_insert(0) += 1;
+    }
+    eprintln!("PUT/PATCH race winners: {outcomes:?}");
+}

@@ -87,6 +87,27 @@ fn wrong_and_missing_tokens_get_identical_401s_and_the_token_is_never_logged() {
             Some("Bearer"),
             "{what} without a token"
         );
+        // Equal bodies prove nothing if both are empty: the one compared against must be
+        // API.md's error object (HEAD has no body to hold one).
+        if *method != "HEAD" {
+            let error: Value = serde_json::from_slice(&missing.body).unwrap_or_else(|e| {
+                panic!(
+                    "{what}: the 401 body is not JSON ({e}): {:?}",
+                    missing.text()
+                )
+            });
+            let keys: Vec<&String> = error
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            assert_eq!(keys, ["error"], "{what}: the 401 body is {error}");
+            assert!(
+                error["error"]
+                    .as_str()
+                    .is_some_and(|m| !m.trim().is_empty()),
+                "{what}: the 401 body has no message: {error}"
+            );
+        }
         for wrong in &near_misses {
             let r = ask(Some(wrong));
             assert_eq!(r.status, 401, "{what} with {wrong:?}: {}", r.text());

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const POOL_TIMEOUT: Duration = Duration::from_millis(700);
+/// Long enough that "waited one pool timeout, not two" survives a loaded machine.
+const POOL_TIMEOUT: Duration = Duration::from_millis(2000);
 
 #[test]
 fn requests_wait_the_pool_timeout_then_get_503_counted_exactly_when_the_only_connection_is_held() {
@@ -91,8 +92,8 @@ fn requests_wait_the_pool_timeout_then_get_503_counted_exactly_when_the_only_con
             "{what}: 503 after only {took:?}: it did not wait for a connection"
         );
         assert!(
-            *took <= POOL_TIMEOUT + Duration::from_millis(500),
-            "{what}: 503 after {took:?}, DB_POOL_TIMEOUT_MS is {POOL_TIMEOUT:?}"
+            *took < POOL_TIMEOUT * 2,
+            "{what}: 503 after {took:?}, more than one DB_POOL_TIMEOUT_MS ({POOL_TIMEOUT:?})"
         );
     }
     assert_eq!(

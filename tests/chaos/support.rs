@@ -199,6 +199,32 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Whether the server closed or reset the connection (rather than leaving the
+    /// client waiting until its timeout).
+    pub fn closed_by_server(&self) -> bool {
+        let e = match self {
+            Failure::Connect(e) | Failure::Write(e) => e,
+            Failure::Read { error, .. } => error,
+        };
+        !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )
+    }
+}
+
+/// Whether some line of `log` carries request id `id` (as a whole word: `a-1` is not
+/// found in `a-12`).
+pub fn logs_request_id(log: &str, id: &str) -> bool {
+    let is_id_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    log.match_indices(id).any(|(at, _)| {
+        let before = log[..at].chars().next_back();
+        let after = log[at + id.len()..].chars().next();
+        !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
+    })
+}
+
 /// A socket that counts what it reads.
 struct Counting {
     stream: TcpStream,
@@ -528,7 +554,18 @@ impl Load {
                             let token = format!("{tag}-{t}-{seq}");
                             let body = create_body(&token, &tag, seq);
                             let started = Instant::now();
-                            let result = client.json("POST", "/user", &body);
+                            // The token is the request id too, so the access log can be
+                            // searched for what the server did with each request.
+                            let bytes = serde_json::to_vec(&body).expect("serialise the body");
+                            let result = client.send(
+                                "POST",
+                                "/user",
+                                &[
+                                    ("Content-Type", "application/json"),
+                                    ("X-Request-Id", &token),
+                                ],
+                                Some(&bytes),
+                            );
                             let took = started.elapsed();
                             let refused = matches!(&result, Err(Failure::Connect(e))
                                 if e.kind() == io::ErrorKind::ConnectionRefused);

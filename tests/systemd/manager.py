@@ -195,8 +195,10 @@ def check(name, proc, notify, t0, served_port, bind_port, early, early_thread, l
         status, _ = get(bind_port, "/health")
         if status != 200:
             die(f"/health on BIND answered {status}")
-    for _ in range(20):
-        get(served_port, "/users?limit=1")
+    for n in range(20):
+        status, body = get(served_port, "/users?limit=1")
+        if status != 200:
+            die(f"request {n + 1} of 20 before SIGTERM answered {status}: {body!r}")
 
     t_term = time.monotonic()
     proc.send_signal(signal.SIGTERM)
