@@ -154,15 +154,12 @@ impl Response {
     }
 
     /// `{"error": message}` with the given status: the shape of every error in API.md.
-    /// The connection layer's own answers (408, 413, 431, 503, a handler's panic) use it.
-    // NOTE: no trailing newline here yet: the connection layer's own tests pin these bodies
-    // byte for byte, so adding it means changing them in the same step.
+    /// The connection layer's own answers (408, 413, 431, 503, a handler's panic) use it,
+    /// and so they end in a newline like every other JSON body.
     pub fn error(status: u16, message: &str) -> Response {
         let body = serde_json::to_vec(&serde_json::json!({ "error": message }))
             .unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
-        Response::new(status)
-            .with_header("Content-Type", "application/json")
-            .with_body(body)
+        Response::json_bytes(status, body)
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {

@@ -127,6 +127,8 @@ impl Resp {
         assert!(self.header("x-request-id").is_some(), "{self:?}");
         assert_eq!(self.header("connection"), Some("close"), "{self:?}");
         assert!(self.json()["error"].is_string(), "{self:?}");
+        // docs/API.md: every JSON body ends with a newline, the layer's own too.
+        assert_eq!(self.body.last(), Some(&b'\n'), "{self:?}");
     }
 }
 

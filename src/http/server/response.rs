@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(resp.header("content-type"), Some("application/json"));
         assert_eq!(resp.header("retry-after"), Some("1"));
         assert!(resp.header("x-request-id").is_some());
-        assert_eq!(resp.body, br#"{"error":"busy"}"#);
+        assert_eq!(resp.body, b"{\"error\":\"busy\"}\n");
         assert!(layer_error(408, "slow").header("retry-after").is_none());
     }
 

@@ -146,7 +146,7 @@ mod tests {
         let req = Request::new(Method::Get, "/").with_header("X-Request-Id", "abc");
         let resp = call_handler(&handler, req);
         assert_eq!(resp.status, 500);
-        assert_eq!(resp.body, br#"{"error":"internal server error"}"#);
+        assert_eq!(resp.body, b"{\"error\":\"internal server error\"}\n");
         assert_eq!(resp.header("x-request-id"), Some("abc"));
     }
 
