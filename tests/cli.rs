@@ -1211,7 +1211,7 @@ fn the_configuration_never_prints_a_secret_in_debug_output() {
 
         let debug = format!("{config:?} {:#?}", config.db);
         assert!(
-            debug.contains("api_token: Some") && debug.contains("5433"),
+            debug.contains("api_keys: Some") && debug.contains("5433"),
             "the Debug output shows the settings: {debug}"
         );
         for secret in [
