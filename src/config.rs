@@ -19,7 +19,7 @@ use crate::keys::{KeySet, KeyStore};
 use crate::router::AdminPath;
 
 /// Every variable the service reads, its default and what it does: the source of `--help`
-/// and of the README's table.
+/// and of the table in docs/configuration.md.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "DATABASE_URL",
@@ -1117,13 +1117,13 @@ mod docs_tests {
     use super::VARIABLES;
 
     #[test]
-    fn readme_and_env_example_document_every_variable() {
-        let readme = include_str!("../README.md");
+    fn configuration_doc_and_env_example_document_every_variable() {
+        let reference = include_str!("../docs/configuration.md");
         let example = include_str!("../.env.example");
         for (name, _, _) in VARIABLES {
             assert!(
-                readme.contains(&format!("| `{name}` |")),
-                "README lacks {name}"
+                reference.contains(&format!("| `{name}` |")),
+                "docs/configuration.md lacks {name}"
             );
             assert!(example.contains(name), ".env.example lacks {name}");
         }

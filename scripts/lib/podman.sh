@@ -64,6 +64,6 @@ podman_check_dns() {
 	fi
 	printf >&2 'DNS inside the compose network %s does not work: a container there cannot resolve "%s":\n%s\n' \
 		"$network" "$name" "$(tail -n 3 <<< "$out" | sed 's/^/    /')"
-	printf >&2 'podman needs netavark + aardvark-dns (apt-get install netavark aardvark-dns) before its first use; see README, "Containers".\n'
+	printf >&2 'podman needs netavark + aardvark-dns (apt-get install netavark aardvark-dns) before its first use; see docs/containers.md.\n'
 	return 1
 }

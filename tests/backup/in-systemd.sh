@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs inside the systemd container of tests/backup/run (as root, PID 1 is systemd), with the
 # API binary, systemd/ and deploy/backup/user-api-backup copied to /root/user-api-test.
-# Installs user-api and its backup units the way the README says, against a throw-away
-# PostgreSQL on 127.0.0.1:5432, lets the timer run the backup, and restores after the
-# database is dropped. Prints one line per check; any failure exits non-zero.
+# Installs user-api and its backup units the way docs/systemd.md and docs/backups.md say,
+# against a throw-away PostgreSQL on 127.0.0.1:5432, lets the timer run the backup, and
+# restores after the database is dropped. Prints one line per check; any failure exits non-zero.
 set -Eeuo pipefail
 src=/root/user-api-test
 say() { printf '    %s\n' "$*"; }
@@ -32,7 +32,7 @@ as_pg "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w -o "-c listen_addresses=127
 su_psql() { PGPASSWORD="$password" psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 su_psql -c "CREATE ROLE user_api LOGIN CREATEDB PASSWORD '$password'" -c "CREATE DATABASE user_api OWNER user_api"
 
-# --- user-api, as in the README ------------------------------------------------------------------
+# --- user-api, as in docs/systemd.md --------------------------------------------------------------
 install -m 0755 "$src/user-api" /usr/local/bin/user-api
 install -d -m 0755 /etc/user-api
 install -m 0644 "$src/user-api.env" /etc/user-api/user-api.env
@@ -49,7 +49,7 @@ curl -sf -o /dev/null -X DELETE "$api/user/3" || fail "delete"
 curl -sf "$api/users?limit=100" > /root/before.json || fail "list"
 say "user-api.service serving 29 users"
 
-# --- the backup units, as in the README ------------------------------------------------------------
+# --- the backup units, as in docs/backups.md --------------------------------------------------------
 install -m 0755 "$src/user-api-backup" /usr/local/bin/user-api-backup
 install -m 0644 "$src/user-api-backup.service" "$src/user-api-backup.timer" /etc/systemd/system/
 printf 'BACKUP_KEEP=2\n' > /etc/user-api/backup.env

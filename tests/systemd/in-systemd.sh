@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside the systemd container of tests/systemd/run (as root, PID 1 is systemd), with the
-# binary and systemd/ copied to /root/user-api-test. Installs user-api the way the README
+# binary and systemd/ copied to /root/user-api-test. Installs user-api the way docs/systemd.md
 # says, against a throw-away PostgreSQL on 127.0.0.1:5432, and checks what systemd does with
 # the units. Prints one line per check; any failure exits non-zero.
 set -Eeuo pipefail
@@ -23,7 +23,7 @@ as_pg "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w -o "-c listen_addresses=127
 PGPASSWORD="$password" psql -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 \
 	-c "CREATE ROLE user_api LOGIN PASSWORD '$password'" -c "CREATE DATABASE user_api OWNER user_api"
 
-# --- install, as in the README -----------------------------------------------------------------
+# --- install, as in docs/systemd.md -------------------------------------------------------------
 install -m 0755 "$src/user-api" /usr/local/bin/user-api
 install -d -m 0755 /etc/user-api
 install -m 0644 "$src/user-api.env" /etc/user-api/user-api.env
