@@ -358,9 +358,12 @@
     if (r.data && r.data.field) fieldError(r.data.field, msg);
     else if (r.status === 409) fieldError('email', msg);
     else if (r.status === 412 && editing) conflict(editing);
-    else if (r.status === 404) { fieldError('', describe(r) + ' (deleted meanwhile?)'); reloadKeepingMessage(); }
+    else if (r.status === 404) fieldError('', describe(r) + ' (deleted meanwhile?)');
     else fieldError('', describe(r));
     say(describe(r), 'error');
+    // The list may show what someone else changed or deleted: refresh it, after the
+    // message is up so that the refresh keeps it.
+    if (r.status === 404 || r.status === 412) reloadKeepingMessage();
   }
 
   // The user changed after the form was filled (412): say so, and offer to reload it.

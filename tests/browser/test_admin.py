@@ -304,6 +304,8 @@ def test_an_edit_of_a_user_changed_meanwhile_is_refused_with_412_and_offers_a_re
     assert status == 200
     fill("last_name", "Byron").send_keys(Keys.ENTER)
     wait(lambda: "Someone else changed user #%d" % ada["id"] in by_id("e-form").text, "the 412 message")
+    wait(lambda: [r["email"] for r in rows() if r["id"] == ada["id"]] == ["ada@lovelace.example"],
+         "the list to show the user as it is now")
     assert "412 Precondition Failed" in status_text(), status_text()
     assert "not saved" in by_id("e-form").text, by_id("e-form").text
     assert by_id("reload-user").is_displayed(), "a reload is offered"
