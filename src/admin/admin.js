@@ -1,14 +1,16 @@
 // user-api admin console: a client of the public API and nothing more.
 // Every value from the server is rendered with textContent (never as HTML); the API key
-// lives in sessionStorage only and travels as Authorization: Bearer.
+// lives in sessionStorage only and travels as Authorization: Bearer. Edits and deletes
+// send If-Match with the ETag of the user as the page last read it, so a change someone
+// else made meanwhile is answered 412 instead of being overwritten.
 'use strict';
 (function () {
   var KEY = 'user-api-key';
   var PAGE = 50;
   var FIELDS = ['first_name', 'last_name', 'email'];
   var REASONS = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-    409: 'Conflict', 413: 'Content Too Large', 415: 'Unsupported Media Type',
-    429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable' };
+    409: 'Conflict', 412: 'Precondition Failed', 413: 'Content Too Large',
+    415: 'Unsupported Media Type', 428: 'Precondition Required', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable' };
 
   var state = {
     after: null,    // after_id of the page shown (null: the first page)
@@ -16,6 +18,8 @@
     next: null,     // next_after_id of the page shown
     email: null,    // the email searched for, when finding
     editing: null,  // the user being edited, as the server last sent it
+    etag: null,     // that user's ETag, sent as If-Match with the PATCH
+    editGen: 0,     // bumped per user opened (or closed), so a stale answer is dropped
     resume: null,   // what to run again once a key is entered
     listGen: 0      // bumped per list load, so a stale answer is dropped
   };
@@ -40,9 +44,12 @@
   }
 
   function setKey(value) {
+    var changed = value !== key();
     try {
       if (value) sessionStorage.setItem(KEY, value); else sessionStorage.removeItem(KEY);
     } catch (e) { /* storage disabled: the key lasts until reload */ }
+    // Another key may have other scopes: show the write actions until it is refused too.
+    if (changed) readOnly(false);
     showKeyState();
   }
 
@@ -64,13 +71,14 @@
 
   // One request to the API. GETs, PATCHes and DELETEs (idempotent) are retried with
   // back-off while the database is unavailable (503) or the server unreachable; a POST
-  // is not, since it might have been applied.
-  async function call(method, path, body, alive) {
+  // is not, since it might have been applied. ifMatch: the ETag a write depends on.
+  async function call(method, path, body, alive, ifMatch) {
     var delay = 1000;
     for (;;) {
       var headers = { 'Accept': 'application/json' };
       var k = key();
       if (k) headers['Authorization'] = 'Bearer ' + k;
+      if (ifMatch) headers['If-Match'] = ifMatch;
       var init = { method: method, headers: headers, cache: 'no-store', redirect: 'error' };
       if (body !== undefined) {
         headers['Content-Type'] = 'application/json';
@@ -83,7 +91,8 @@
         if (resp.status !== 204) {
           try { data = await resp.json(); } catch (e) { data = null; }
         }
-        r = { status: resp.status, data: data, retryAfter: Number(resp.headers.get('Retry-After')) || 0 };
+        r = { status: resp.status, data: data, etag: resp.headers.get('ETag'),
+          retryAfter: Number(resp.headers.get('Retry-After')) || 0 };
         down = r.status === 503 ? 'database unavailable' : null;
       } catch (e) {
         down = 'server unreachable';
@@ -120,9 +129,13 @@
     $('key-input').focus();
   }
 
+  function readOnly(on) {
+    document.body.classList.toggle('read-only', on);
+    $('read-only-note').hidden = !on;
+  }
+
   function forbidden(r) {
-    document.body.classList.add('read-only');
-    $('read-only-note').hidden = false;
+    readOnly(true);
     endEdit();
     say(describe(r) + '. Creating, editing and deleting are hidden.', 'error');
   }
@@ -186,11 +199,11 @@
       var edit = el('button', 'Edit', 'write');
       edit.type = 'button';
       edit.setAttribute('aria-label', 'Edit ' + name);
-      edit.addEventListener('click', function () { startEdit(u); });
+      edit.addEventListener('click', function () { startEdit(u.id); });
       var del = el('button', 'Delete', 'write danger');
       del.type = 'button';
       del.setAttribute('aria-label', 'Delete ' + name);
-      del.addEventListener('click', function () { confirmDelete(u); });
+      del.addEventListener('click', function () { confirmDelete(u.id); });
       act.appendChild(edit);
       act.appendChild(del);
       tr.appendChild(act);
@@ -231,6 +244,7 @@
       input(f).removeAttribute('aria-invalid');
     });
     $('e-form').textContent = '';
+    $('reload-user').hidden = true;
   }
 
   function fieldError(field, text) {
@@ -243,18 +257,54 @@
     input(field).focus();
   }
 
-  function startEdit(u) {
-    state.editing = u;
+  // Reads one user with its ETag: a list page carries none, and a write must name the
+  // version the person saw. Resolves to the user, or null once the failure is shown.
+  async function readUser(id, alive) {
+    var r;
+    try {
+      r = await call('GET', '/users/' + id, undefined, alive);
+    } catch (e) {
+      if (e === STOP) return null;
+      throw e;
+    }
+    if (r.status === 404) {
+      say('User #' + id + ' is gone (deleted meanwhile?).', 'error');
+      reloadKeepingMessage();
+      return null;
+    }
+    if (r.status !== 200 || !r.data || !r.etag) { say(describe(r), 'error'); return null; }
+    return { user: r.data, etag: r.etag };
+  }
+
+  // Opens a user for editing as the server has it now (also the 412's "Reload user").
+  async function startEdit(id) {
+    var gen = ++state.editGen;
     clearErrors();
+    $('save').disabled = true;
+    say('Loading user #' + id + '\u2026');
+    var got;
+    try {
+      got = await readUser(id, function () { return gen === state.editGen; });
+    } finally {
+      if (gen === state.editGen) $('save').disabled = false;
+    }
+    if (!got || gen !== state.editGen) return;
+    var u = got.user;
+    state.editing = u;
+    state.etag = got.etag;
     FIELDS.forEach(function (f) { input(f).value = u[f] === null ? '' : u[f]; });
     $('form-title').textContent = 'Edit user #' + u.id;
     $('save').textContent = 'Save changes';
     $('cancel-edit').hidden = false;
+    say('Editing user #' + u.id + ', ' + u.first_name + ' ' + u.last_name + '.');
     input('first_name').focus();
   }
 
   function endEdit() {
+    state.editGen++;
     state.editing = null;
+    state.etag = null;
+    $('save').disabled = false;
     clearErrors();
     FIELDS.forEach(function (f) { input(f).value = ''; });
     $('form-title').textContent = 'New user';
@@ -277,7 +327,8 @@
     var editing = state.editing;
     var method = 'POST', path = '/users', body = v;
     if (editing) {
-      // PATCH only what changed, so a field someone else changed meanwhile is kept.
+      // PATCH only what changed; If-Match makes it fail (412) rather than apply to a user
+      // someone else changed since the form was filled.
       body = {};
       FIELDS.forEach(function (f) { if (v[f] !== editing[f]) body[f] = v[f]; });
       if (!Object.keys(body).length) { say('Nothing changed.'); return; }
@@ -289,7 +340,7 @@
     $('save').disabled = true;
     var r;
     try {
-      r = await call(method, path, body);
+      r = await call(method, path, body, undefined, editing ? state.etag : undefined);
     } catch (e) {
       if (e === STOP) return;
       throw e;
@@ -306,9 +357,21 @@
     var msg = r.data && r.data.error ? r.data.error : describe(r);
     if (r.data && r.data.field) fieldError(r.data.field, msg);
     else if (r.status === 409) fieldError('email', msg);
-    else if (r.status === 404) { fieldError('', describe(r) + ' (deleted meanwhile?)'); reloadKeepingMessage(); }
+    else if (r.status === 412 && editing) conflict(editing);
+    else if (r.status === 404) fieldError('', describe(r) + ' (deleted meanwhile?)');
     else fieldError('', describe(r));
     say(describe(r), 'error');
+    // The list may show what someone else changed or deleted: refresh it, after the
+    // message is up so that the refresh keeps it.
+    if (r.status === 404 || r.status === 412) reloadKeepingMessage();
+  }
+
+  // The user changed after the form was filled (412): say so, and offer to reload it.
+  function conflict(u) {
+    $('e-form').textContent = 'Someone else changed user #' + u.id + ' after you opened it, so ' +
+      'your changes were not saved. Reload it to see what it is now, then make them again.';
+    $('reload-user').hidden = false;
+    $('reload-user').focus();
   }
 
   // Refresh the list, then put the last message back (the load overwrites it).
@@ -320,26 +383,39 @@
 
   // Delete ----------------------------------------------------------------------------
 
-  function confirmDelete(u) {
+  // Reads the user first, so that the dialog shows it as it is now and the DELETE names
+  // that version: a change made after this is answered 412, and nothing is deleted.
+  async function confirmDelete(id) {
+    say('Loading user #' + id + '\u2026');
+    var got = await readUser(id);
+    if (!got) return;
+    var u = got.user;
+    say('Delete user #' + u.id + '?');
     var d = $('confirm');
     $('confirm-text').textContent = 'Delete user #' + u.id + ', ' + u.first_name + ' ' + u.last_name +
       (u.email ? ' <' + u.email + '>' : '') + '? This cannot be undone.';
     d.returnValue = '';
     d.onclose = function () {
       d.onclose = null;
-      if (d.returnValue === 'ok') remove(u);
+      if (d.returnValue === 'ok') remove(u, got.etag);
     };
     d.showModal();
     $('confirm-no').focus();
   }
 
-  async function remove(u) {
+  async function remove(u, etag) {
     var r;
     try {
-      r = await call('DELETE', '/users/' + u.id);
+      r = await call('DELETE', '/users/' + u.id, undefined, undefined, etag);
     } catch (e) {
       if (e === STOP) return;
       throw e;
+    }
+    if (r.status === 412) {
+      say('Someone else changed user #' + u.id + ' after you opened it, so it was not deleted. ' +
+        'The list is reloaded: look again, then delete again if you still mean to.', 'error');
+      reloadKeepingMessage();
+      return;
     }
     if (r.status !== 204 && r.status !== 404) { say(describe(r), 'error'); return; }
     if (state.editing && state.editing.id === u.id) endEdit();
@@ -368,11 +444,16 @@
     $('prev').addEventListener('click', prevPage);
     $('next').addEventListener('click', nextPage);
     $('user-form').addEventListener('submit', save);
-    $('cancel-edit').addEventListener('click', endEdit);
+    $('cancel-edit').addEventListener('click', function () { endEdit(); say('Edit cancelled.'); });
+    $('reload-user').addEventListener('click', function () {
+      if (state.editing) startEdit(state.editing.id);
+    });
     $('key-form').addEventListener('submit', function (ev) {
       ev.preventDefault();
       var v = $('key-input').value.trim();
       if (!v) { $('key-message').textContent = 'Enter the API key.'; return; }
+      // The secret stays in sessionStorage only, not in the dialog for the next key.
+      $('key-input').value = '';
       setKey(v);
       $('key-dialog').close();
       (state.resume || loadList)();
@@ -380,13 +461,13 @@
     $('key-cancel').addEventListener('click', function () { $('key-dialog').close(); });
     $('key-set').addEventListener('click', function () {
       $('key-message').textContent = 'Enter the API key for this server.';
+      $('key-input').value = '';
       $('key-dialog').showModal();
       $('key-input').focus();
     });
     $('key-forget').addEventListener('click', function () {
       setKey(null);
-      document.body.classList.remove('read-only');
-      $('read-only-note').hidden = true;
+      readOnly(false);
       say('Key forgotten.');
     });
     loadList();

@@ -5,16 +5,13 @@ created on the way. Any Content-Security-Policy violation, script error or XSS c
 fails the step it happens in. Prints "N passed, N failed" last.
 """
 
-import http.client
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -27,14 +24,25 @@ from selenium.webdriver.support.ui import WebDriverWait
 OPEN = os.environ["OPEN_ADDR"]
 TOKEN_ADDR = os.environ["TOKEN_ADDR"]
 TOKEN = os.environ["API_TOKEN"]
+KEYS_ADDR = os.environ["KEYS_ADDR"]  # a server with API_KEYS_FILE: a read key and a write key
+READ_KEY = os.environ["READ_KEY"]
+WRITE_KEY = os.environ["WRITE_KEY"]
 ARTIFACTS = os.environ["ARTIFACTS_DIR"]
 XSS_FIRST = "<img src=x onerror=alert(1)>"
 XSS_LAST = "<script>window.__xss=1</script>"
 
 # Installed before any script of the page runs (and outside its CSP): a canary for
-# script injection, a record of CSP violations and of layout shifts not caused by input.
+# script injection, a record of CSP violations, of layout shifts not caused by input, and
+# of the requests the page sends (method, path, body, If-Match).
 GUARD = """
-window.__xss = 0; window.__csp = []; window.__shift = 0;
+window.__xss = 0; window.__csp = []; window.__shift = 0; window.__sent = [];
+var realFetch = window.fetch;
+window.fetch = function (url, init) {
+  init = init || {};
+  window.__sent.push({method: init.method || 'GET', url: String(url), body: init.body || null,
+                      ifMatch: (init.headers || {})['If-Match'] || null});
+  return realFetch.apply(this, arguments);
+};
 window.alert = window.confirm = window.prompt = function () { window.__xss += 1; };
 document.addEventListener('securitypolicyviolation', function (e) {
   window.__csp.push(e.violatedDirective + ' ' + e.blockedURI);
@@ -81,6 +89,25 @@ def api(addr, method, path, body=None, token=None):
     except urllib.error.HTTPError as e:
         data = e.read()
         return e.code, json.loads(data) if data else None
+
+
+def etag(addr, uid, token=None):
+    req = urllib.request.Request("http://%s/users/%d" % (addr, uid))
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.headers["ETag"]
+
+
+def sent(method):
+    """The requests of that method the page has sent so far, oldest first."""
+    return [r for r in js("return window.__sent") if r["method"] == method]
+
+
+def open_edit(uid):
+    row_button(uid, "Edit").click()
+    wait(lambda: by_id("form-title").text == "Edit user #%d" % uid, "the form to hold user #%d" % uid)
+    wait(lambda: js("return document.activeElement.id") == "f-first_name", "focus in the form")
 
 
 def all_ids(addr, token=None):
@@ -246,25 +273,54 @@ def test_find_by_email_ignores_case_and_show_all_returns():
     wait(lambda: len(rows()) == 2, "both users again")
 
 
-def test_edit_sends_only_the_changed_fields():
+def test_edit_sends_only_the_changed_fields_with_if_match():
     ada = [r for r in rows() if r["first"] == "Ada"][0]
-    row_button(ada["id"], "Edit").click()
-    assert by_id("form-title").text == "Edit user #%d" % ada["id"]
-    assert js("return document.activeElement.id") == "f-first_name", "focus moves to the form"
-    # Someone else changes the email meanwhile; saving the last name must not undo it.
-    status, _ = api(OPEN, "PATCH", "/users/%d" % ada["id"], {"email": "ada@lovelace.example"})
-    assert status == 200
+    tag = etag(OPEN, ada["id"])
+    open_edit(ada["id"])
     fill("last_name", "King").send_keys(Keys.ENTER)
     wait_status("Saved user #%d" % ada["id"])
+    patch = sent("PATCH")[-1]
+    assert json.loads(patch["body"]) == {"last_name": "King"}, patch
+    assert patch["ifMatch"] == tag, "If-Match is the ETag the user had when opened: %r, %r" % (patch, tag)
     status, user = api(OPEN, "GET", "/users/%d" % ada["id"])
-    assert (user["last_name"], user["email"]) == ("King", "ada@lovelace.example"), user
+    assert (user["last_name"], user["email"]) == ("King", "ada@example.com"), user
     wait(lambda: any(r["last"] == "King" for r in rows()), "the new name in the list")
     assert by_id("form-title").text == "New user"
     # Nothing changed: nothing sent.
-    row_button(ada["id"], "Edit").click()
+    patches = len(sent("PATCH"))
+    open_edit(ada["id"])
     by_id("save").click()
     wait_status("Nothing changed")
+    assert len(sent("PATCH")) == patches
     by_id("cancel-edit").click()
+
+
+def test_an_edit_of_a_user_changed_meanwhile_is_refused_with_412_and_offers_a_reload():
+    ada = [r for r in rows() if r["first"] == "Ada"][0]
+    open_edit(ada["id"])
+    assert not by_id("reload-user").is_displayed()
+    # Someone else changes the email after the form was filled.
+    status, _ = api(OPEN, "PATCH", "/users/%d" % ada["id"], {"email": "ada@lovelace.example"})
+    assert status == 200
+    fill("last_name", "Byron").send_keys(Keys.ENTER)
+    wait(lambda: "Someone else changed user #%d" % ada["id"] in by_id("e-form").text, "the 412 message")
+    wait(lambda: [r["email"] for r in rows() if r["id"] == ada["id"]] == ["ada@lovelace.example"],
+         "the list to show the user as it is now")
+    assert "412 Precondition Failed" in status_text(), status_text()
+    assert "not saved" in by_id("e-form").text, by_id("e-form").text
+    assert by_id("reload-user").is_displayed(), "a reload is offered"
+    assert js("return document.activeElement.id") == "reload-user"
+    status, user = api(OPEN, "GET", "/users/%d" % ada["id"])
+    assert (user["last_name"], user["email"]) == ("King", "ada@lovelace.example"), "nothing changed: %r" % user
+    shot("admin-1280-412")
+    by_id("reload-user").click()
+    wait(lambda: by_id("f-email").get_attribute("value") == "ada@lovelace.example", "the new email in the form")
+    assert by_id("f-last_name").get_attribute("value") == "King", "the form shows the user as it is now"
+    assert not by_id("reload-user").is_displayed() and by_id("e-form").text == ""
+    fill("last_name", "Byron").send_keys(Keys.ENTER)
+    wait_status("Saved user #%d" % ada["id"])
+    status, user = api(OPEN, "GET", "/users/%d" % ada["id"])
+    assert (user["last_name"], user["email"]) == ("Byron", "ada@lovelace.example"), user
 
 
 def test_a_hostile_name_renders_as_text_and_runs_nothing():
@@ -351,11 +407,23 @@ def test_delete_asks_first_and_cancel_keeps_the_user():
     wait(lambda: by_id("confirm").get_attribute("open") is None, "the dialog to close")
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "Escape deletes nothing"
     row_button(uid, "Delete").click()
+    wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     by_id("confirm-no").click()
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "Cancel deletes nothing"
+    # Changed by someone else after the dialog showed it: 412, nothing deleted.
     row_button(uid, "Delete").click()
+    wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
+    assert api(OPEN, "PATCH", "/users/%d" % uid, {"email": "changed@example.com"})[0] == 200
+    by_id("confirm-yes").click()
+    wait_status("so it was not deleted")
+    assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "a 412 deletes nothing"
+    tag = etag(OPEN, uid)
+    row_button(uid, "Delete").click()
+    wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
+    assert "changed@example.com" in by_id("confirm-text").text, "the dialog shows the user as it is now"
     by_id("confirm-yes").click()
     wait_status("Deleted user #%d" % uid)
+    assert sent("DELETE")[-1]["ifMatch"] == tag, sent("DELETE")
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 404
     wait(lambda: all(r["id"] != uid for r in rows()), "the row to go")
 
@@ -384,64 +452,46 @@ def test_a_server_with_a_token_asks_for_a_key_and_refuses_a_wrong_one_plainly():
     assert by_id("key-dialog").get_attribute("open") is None
 
 
-class ReadOnlyProxy(BaseHTTPRequestHandler):
-    """Stands in for a server with scoped keys: the key "read-only" may only read."""
-
-    def _forward(self):
-        if self.command not in ("GET", "HEAD") and self.headers.get("Authorization") == "Bearer read-only":
-            body = b'{"error":"this API key may only read"}'
-            self.send_response(403)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        conn = http.client.HTTPConnection(OPEN, timeout=10)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        conn.request(self.command, self.path, body=body, headers=headers)
-        r = conn.getresponse()
-        data = r.read()
-        self.send_response(r.status)
-        for k, v in r.getheaders():
-            if k.lower() not in ("connection", "date", "server", "transfer-encoding"):
-                self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-        conn.close()
-
-    do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = _forward
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_read_only_key_hides_the_write_actions_after_a_403():
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ReadOnlyProxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        addr = "127.0.0.1:%d" % proxy.server_address[1]
-        open_page(addr)
-        wait_status("on this page")
-        by_id("key-set").click()
-        by_id("key-input").send_keys("read-only", Keys.ENTER)
-        wait_status("on this page")
-        fill("first_name", "Not")
-        fill("last_name", "Allowed")
-        by_id("save").click()
-        wait(lambda: "403 Forbidden" in status_text(), "the 403")
-        assert "may only read" in status_text()
-        assert not by_id("edit-panel").is_displayed(), "the form is hidden"
-        assert by_id("read-only-note").is_displayed()
-        visible = [b for b in D.find_elements(By.CSS_SELECTOR, "#rows button") if b.is_displayed()]
-        assert visible == [], "edit and delete are hidden"
-        assert len(rows()) == 50, "reading goes on"
-        shot("admin-1280-read-only")
-        by_id("key-forget").click()
-        assert by_id("edit-panel").is_displayed(), "forgetting the key shows writing again"
-    finally:
-        proxy.shutdown()
+def test_a_read_key_hides_the_write_actions_after_a_403_and_a_write_key_writes():
+    status, _ = api(KEYS_ADDR, "POST", "/users", {"first_name": "Keyed", "last_name": "User"}, token=WRITE_KEY)
+    assert status == 201
+    open_page(KEYS_ADDR)
+    wait(lambda: by_id("key-dialog").get_attribute("open") is not None, "the key dialog")
+    by_id("key-input").send_keys(READ_KEY, Keys.ENTER)
+    wait_status("on this page")
+    assert [r["first"] for r in rows()] == ["Keyed"]
+    fill("first_name", "Not")
+    fill("last_name", "Allowed")
+    by_id("save").click()
+    wait(lambda: "403 Forbidden" in status_text(), "the 403")
+    assert "lacks the write scope" in status_text(), status_text()
+    assert not by_id("edit-panel").is_displayed(), "the form is hidden"
+    assert by_id("read-only-note").is_displayed()
+    visible = [b for b in D.find_elements(By.CSS_SELECTOR, "#rows button") if b.is_displayed()]
+    assert visible == [], "edit and delete are hidden"
+    assert len(rows()) == 1, "reading goes on"
+    assert [u["first_name"] for u in api(KEYS_ADDR, "GET", "/users", token=WRITE_KEY)[1]["users"]] == ["Keyed"]
+    shot("admin-1280-read-only")
+    # Another key: writing is offered again, and with the write key it works.
+    by_id("key-set").click()
+    by_id("key-input").send_keys(WRITE_KEY, Keys.ENTER)
+    wait_status("on this page")
+    assert by_id("edit-panel").is_displayed() and not by_id("read-only-note").is_displayed()
+    fill("first_name", "Written")
+    fill("last_name", "ByKey")
+    by_id("save").click()
+    wait_status("Created user #")
+    uid = [r for r in rows() if r["first"] == "Written"][0]["id"]
+    open_edit(uid)
+    fill("last_name", "Edited").send_keys(Keys.ENTER)
+    wait_status("Saved user #%d" % uid)
+    row_button(uid, "Delete").click()
+    wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
+    by_id("confirm-yes").click()
+    wait_status("Deleted user #%d" % uid)
+    assert api(KEYS_ADDR, "GET", "/users/%d" % uid, token=WRITE_KEY)[0] == 404
+    by_id("key-forget").click()
+    assert js("return sessionStorage.getItem('user-api-key')") is None
 
 
 def test_an_unavailable_database_shows_retrying_and_recovers():
