@@ -372,7 +372,7 @@ impl Config {
             workers,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 65_536, 0..=64 << 20)?,
             max_discard_bytes: env.parse_in("MAX_DISCARD_BYTES", 1 << 20, 0..=1 << 30)?,
-            body_budget_bytes: env.parse_in("BODY_BUDGET_BYTES", 8 << 20, 0..=1 << 40)?,
+            body_budget_bytes: env.parse_in("BODY_BUDGET_BYTES", 8 << 20, 0..=1 << 30)?,
             max_connections,
             max_connections_per_peer: env.parse_in(
                 "MAX_CONNECTIONS_PER_PEER",
