@@ -109,6 +109,8 @@ fn spawn(database: TestDatabase, configure: impl FnOnce(&mut HashMap<String, Str
     let mut vars = base_vars(&database.url);
     configure(&mut vars);
     let token = vars.get("API_TOKEN").cloned();
+    // An HTTPS app does not answer these plain-HTTP probes: its tests wait themselves.
+    let https = vars.contains_key("TLS_CERT_FILE");
     let config = build_config(&vars);
     let app =
         user_api::App::build(config).unwrap_or_else(|e| panic!("the app failed to build: {e:?}"));
@@ -131,6 +133,9 @@ fn spawn(database: TestDatabase, configure: impl FnOnce(&mut HashMap<String, Str
         thread: Some(thread),
         database,
     };
+    if https {
+        return app;
+    }
     let live = super::poll_until(Duration::from_secs(10), || {
         if app.thread.as_ref().is_some_and(|t| t.is_finished()) {
             panic!("the app stopped before it answered /health/live");
