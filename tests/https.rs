@@ -460,3 +460,104 @@ fn sighup_reloads_the_certificate_for_new_handshakes_and_keeps_open_connections(
     );
     assert_eq!(exchange(&mut open, "GET", "/health/live", None).0, 200);
 }
+
+// ---- the binary: healthcheck and bad settings -----------------------------------------
+
+fn user_api(args: &[&str], envs: &[(&str, &Path)], bind: SocketAddr) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("BIND", bind.to_string())
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:pw@127.0.0.1:{}/app", free_port()),
+        );
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+#[test]
+fn healthcheck_speaks_https_trusting_exactly_the_configured_certificate() {
+    let cert = make_cert();
+    let files = write_files(&cert);
+    let app = https_app(&files, &cert.der);
+    let other = write_files(&make_cert());
+
+    let out = user_api(
+        &["healthcheck"],
+        &[("TLS_CERT_FILE", &files.cert)],
+        app.addr,
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{line}");
+    assert!(line.starts_with("healthy: 200 from https://"), "{line}");
+    assert_eq!(line.lines().count(), 1);
+
+    // Another certificate than the one served: refused.
+    let out = user_api(
+        &["healthcheck"],
+        &[("TLS_CERT_FILE", &other.cert)],
+        app.addr,
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("unhealthy: https://"), "{line}");
+
+    // Without the setting it asks in plain HTTP, which the HTTPS port refuses.
+    let out = user_api(&["healthcheck"], &[], app.addr);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("unhealthy: 400 from http://"), "{line}");
+}
+
+#[test]
+fn bad_tls_settings_exit_2_with_one_line_naming_the_setting() {
+    let cert = make_cert();
+    let files = write_files(&cert);
+    let other = write_files(&make_cert());
+    let garbage = files.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "SECRET-LOOKING not pem").unwrap();
+    let absent = files.dir.path().join("absent.pem");
+    let cases: Vec<(&str, Vec<(&str, &Path)>, &str)> = vec![
+        (
+            "cert alone",
+            vec![("TLS_CERT_FILE", &files.cert)],
+            "TLS_KEY_FILE",
+        ),
+        (
+            "key alone",
+            vec![("TLS_KEY_FILE", &files.key)],
+            "TLS_CERT_FILE",
+        ),
+        (
+            "key of another certificate",
+            vec![("TLS_CERT_FILE", &files.cert), ("TLS_KEY_FILE", &other.key)],
+            "TLS_KEY_FILE",
+        ),
+        (
+            "malformed certificate",
+            vec![("TLS_CERT_FILE", &garbage), ("TLS_KEY_FILE", &files.key)],
+            "TLS_CERT_FILE",
+        ),
+        (
+            "unreadable key",
+            vec![("TLS_CERT_FILE", &files.cert), ("TLS_KEY_FILE", &absent)],
+            "TLS_KEY_FILE",
+        ),
+    ];
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    for (case, envs, var) in cases {
+        let out = user_api(&["serve"], &envs, nowhere);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{case}: {stderr}");
+        assert!(
+            stderr.contains(&format!("configuration error: {var}:")),
+            "{case}: {stderr}"
+        );
+        assert!(!stderr.contains("SECRET-LOOKING"), "{case}: {stderr}");
+    }
+}

@@ -9,9 +9,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::ServerConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
 
 /// Why a certificate or key could not be loaded: the setting at fault and the problem,
 /// naming the file, never its contents.
@@ -26,6 +30,8 @@ impl fmt::Display for LoadError {
         write!(f, "{}: {}", self.var, self.msg)
     }
 }
+
+impl std::error::Error for LoadError {}
 
 fn cert_err(msg: String) -> LoadError {
     LoadError {
@@ -81,7 +87,7 @@ impl Https {
 }
 
 /// The crypto provider of both TLS sides.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     // ring, as for PostgreSQL (see db::tls): small in a static binary, no C toolchain
     // beyond what ring needs.
     #[allow(deprecated)]
@@ -141,4 +147,81 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError
         )));
     }
     Ok(certs)
+}
+
+/// A client configuration that trusts exactly the end-entity certificate in
+/// `cert_file`, whatever name or issuer it has: what `user-api healthcheck` uses to check
+/// the server it runs beside without a CA bundle (a `FROM scratch` image has none).
+/// The handshake's signatures are still verified, so the server must hold that
+/// certificate's key.
+pub fn pinned_client(cert_file: &Path) -> Result<Arc<ClientConfig>, LoadError> {
+    let leaf = read_chain(cert_file)?.swap_remove(0);
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cert_err(format!("TLS set-up: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { leaf, provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
