@@ -513,6 +513,9 @@ fn healthcheck_speaks_https_trusting_exactly_the_configured_certificate() {
     assert!(line.starts_with("unhealthy: 400 from http://"), "{line}");
 }
 
+/// Variables and the files they name.
+type Settings<'a> = Vec<(&'a str, &'a Path)>;
+
 #[test]
 fn bad_tls_settings_exit_2_with_one_line_naming_the_setting() {
     let cert = make_cert();
@@ -521,7 +524,7 @@ fn bad_tls_settings_exit_2_with_one_line_naming_the_setting() {
     let garbage = files.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "SECRET-LOOKING not pem").unwrap();
     let absent = files.dir.path().join("absent.pem");
-    let cases: Vec<(&str, Vec<(&str, &Path)>, &str)> = vec![
+    let cases: Vec<(&str, Settings<'_>, &str)> = vec![
         (
             "cert alone",
             vec![("TLS_CERT_FILE", &files.cert)],
