@@ -1028,6 +1028,29 @@ mod tests {
     }
 
     #[test]
+    fn https_comes_from_the_tls_credentials_only_when_both_are_there() {
+        let dir = std::env::temp_dir().join(format!("user-api-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.join("tls_cert"), c.cert.pem()).unwrap();
+        let dir_s = dir.to_str().unwrap().to_owned();
+        let build = || {
+            let dir_s = dir_s.clone();
+            Config::from_lookup(move |k| match k {
+                "DB_NAME" | "DB_USER" => Some("app".into()),
+                "CREDENTIALS_DIRECTORY" => Some(dir_s.clone()),
+                _ => None,
+            })
+            .unwrap()
+        };
+        assert!(build().https.is_none(), "tls_cert alone turned HTTPS on");
+        std::fs::write(dir.join("tls_key"), c.signing_key.serialize_pem()).unwrap();
+        let https = build().https.expect("both credentials turn HTTPS on");
+        assert_eq!(https.cert_file(), dir.join("tls_cert"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn config_reads_secrets_from_files_without_the_trailing_newline() {
         let dir = std::env::temp_dir().join(format!("user-api-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
