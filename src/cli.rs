@@ -152,7 +152,8 @@ pub fn help() -> String {
          Commands:\n  \
          serve              wait for the database, migrate, and serve (the default)\n  \
          migrate            apply the database migrations and exit\n  \
-         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1\n  \
+         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1; over HTTPS,\n                     \
+         trusting only TLS_CERT_FILE's certificate, when that is set\n  \
          keys new NAME --scope read[,write]\n                     \
          print a fresh secret, then its line for the keys file\n  \
          keys check FILE    check a keys file: one line per problem, exit 0 or 2\n\n\
