@@ -446,7 +446,8 @@ impl Reactor {
             };
             if drained {
                 conn.maybe_readable = false;
-                return conn.trim();
+                conn.trim();
+                return self.flush_handshake(i);
             }
             // SECURITY: only a few KiB are read ahead of what the request being read can
             // use, so a connection holds little memory whatever its client sends.
@@ -459,7 +460,8 @@ impl Reactor {
                 Ok(Some(n)) => drained = n < cap && !conn.hup,
                 Ok(None) => {
                     conn.maybe_readable = false;
-                    return conn.trim();
+                    conn.trim();
+                    return self.flush_handshake(i);
                 }
                 Err(Gone) => {
                     if conn.stream.is_misdirected() {
@@ -474,6 +476,15 @@ impl Reactor {
                     return self.table.remove(i);
                 }
             }
+        }
+    }
+
+    /// A TLS handshake answers while it reads: records the socket did not take then wait
+    /// for writability, or the client would wait for them until the head timeout.
+    /// Plain connections never have any.
+    fn flush_handshake(&mut self, i: usize) {
+        if self.table.get(i).is_some_and(|c| c.stream.wants_write()) && self.flush(i).is_err() {
+            self.table.remove(i);
         }
     }
 

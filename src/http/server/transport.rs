@@ -64,6 +64,11 @@ impl Transport {
         matches!(self, Transport::Tls(t) if t.misdirected)
     }
 
+    /// TLS records are waiting to be written.
+    pub(crate) fn wants_write(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.session.wants_write())
+    }
+
     /// Writes TLS records the session still holds. `Ok(true)` when none is left; plain
     /// sockets hold nothing back.
     pub(crate) fn flush_pending(&mut self) -> io::Result<bool> {
