@@ -322,7 +322,7 @@ fn clients_that_open_tls_and_send_nothing_do_not_hold_up_other_clients() {
     let baseline = time_requests(app.addr, &cert.der, 20);
     // Half opened TCP only, half sent the first handshake bytes and stopped.
     let mut idle = Vec::new();
-    for n in 0..200 {
+    for n in 0..500 {
         let mut tcp = TcpStream::connect(app.addr).unwrap();
         if n % 2 == 0 {
             tcp.write_all(&[0x16, 0x03, 0x01, 0x00]).unwrap();
@@ -334,7 +334,7 @@ fn clients_that_open_tls_and_send_nothing_do_not_hold_up_other_clients() {
     // (10 s) per request; a loaded machine makes both runs slower alike.
     assert!(
         loaded < baseline * 5 + Duration::from_secs(2),
-        "20 requests took {loaded:?} beside 200 idle TLS clients, {baseline:?} without"
+        "20 requests took {loaded:?} beside 500 idle TLS clients, {baseline:?} without"
     );
     drop(idle);
 }
