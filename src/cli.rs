@@ -4,10 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+
 use crate::config::VARIABLES;
+use crate::http::https;
 use crate::keys::{self, Scopes, secret};
 use crate::startup::VERSION;
 
@@ -148,7 +152,8 @@ pub fn help() -> String {
          Commands:\n  \
          serve              wait for the database, migrate, and serve (the default)\n  \
          migrate            apply the database migrations and exit\n  \
-         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1\n  \
+         healthcheck [URL]  GET /health on BIND (or URL); exit 0 on 200, else 1; over HTTPS,\n                     \
+         trusting only TLS_CERT_FILE's certificate, when that is set\n  \
          keys new NAME --scope read[,write]\n                     \
          print a fresh secret, then its line for the keys file\n  \
          keys check FILE    check a keys file: one line per problem, exit 0 or 2\n\n\
@@ -165,7 +170,8 @@ pub fn help() -> String {
 /// it asks the address in `BIND` (after `.env`), as the server would bind it.
 pub fn run_healthcheck(url: Option<&str>) -> ExitCode {
     let bind = std::env::var("BIND").ok();
-    let (ok, line) = healthcheck(url, bind.as_deref());
+    let cert = configured_certificate(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    let (ok, line) = healthcheck_with(url, bind.as_deref(), cert.as_deref());
     println!("{line}");
     if ok {
         ExitCode::SUCCESS
@@ -174,11 +180,45 @@ pub fn run_healthcheck(url: Option<&str>) -> ExitCode {
     }
 }
 
-/// Runs the health check and returns whether it passed, with one line to print.
+/// The certificate the server serves HTTPS with, as `serve` finds it: `TLS_CERT_FILE`,
+/// else the `tls_cert` systemd credential when `tls_key` is there too.
+fn configured_certificate(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(file) = var("TLS_CERT_FILE") {
+        return Some(PathBuf::from(file));
+    }
+    let dir = PathBuf::from(var("CREDENTIALS_DIRECTORY")?);
+    let (cert, key) = (dir.join("tls_cert"), dir.join("tls_key"));
+    (cert.exists() && key.exists()).then_some(cert)
+}
+
+/// Runs the health check over plain HTTP and returns whether it passed, with one line
+/// to print.
 pub fn healthcheck(url: Option<&str>, bind: Option<&str>) -> (bool, String) {
+    healthcheck_with(url, bind, None)
+}
+
+/// Runs the health check; with `cert` (the server's configured certificate) it speaks
+/// HTTPS and trusts exactly that certificate, unless the URL says `http://`.
+pub fn healthcheck_with(
+    url: Option<&str>,
+    bind: Option<&str>,
+    cert: Option<&Path>,
+) -> (bool, String) {
+    let tls = match (url, cert) {
+        (Some(u), _) if u.starts_with("http://") => None,
+        (Some(u), None) if u.starts_with("https://") => {
+            return (
+                false,
+                format!("unhealthy: {u}: HTTPS needs TLS_CERT_FILE, the certificate to expect"),
+            );
+        }
+        (_, cert) => cert,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (authority, path) = match url {
         Some(u) => {
             let rest = u.strip_prefix("http://").unwrap_or(u);
+            let rest = rest.strip_prefix("https://").unwrap_or(rest);
             match rest.find('/') {
                 Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
                 None => (rest.to_owned(), "/health".to_owned()),
@@ -189,13 +229,19 @@ pub fn healthcheck(url: Option<&str>, bind: Option<&str>) -> (bool, String) {
             "/health".to_owned(),
         ),
     };
-    match probe(&authority, &path) {
-        Ok(200) => (true, format!("healthy: 200 from http://{authority}{path}")),
+    match probe(&authority, &path, tls) {
+        Ok(200) => (
+            true,
+            format!("healthy: 200 from {scheme}://{authority}{path}"),
+        ),
         Ok(status) => (
             false,
-            format!("unhealthy: {status} from http://{authority}{path}"),
+            format!("unhealthy: {status} from {scheme}://{authority}{path}"),
         ),
-        Err(e) => (false, format!("unhealthy: http://{authority}{path}: {e}")),
+        Err(e) => (
+            false,
+            format!("unhealthy: {scheme}://{authority}{path}: {e}"),
+        ),
     }
 }
 
@@ -208,15 +254,33 @@ fn local_authority(bind: &str) -> String {
     }
 }
 
-fn probe(authority: &str, path: &str) -> std::io::Result<u16> {
+fn probe(authority: &str, path: &str, tls: Option<&Path>) -> std::io::Result<u16> {
     let timeout = Duration::from_secs(3);
     let addr = authority
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("address resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    match tls {
+        None => ask(stream, authority, path),
+        Some(cert) => {
+            let config = https::pinned_client(cert).map_err(std::io::Error::other)?;
+            // The name is not checked (the certificate is), but the handshake needs one.
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned())
+                .unwrap_or_else(|_| ServerName::from(std::net::Ipv4Addr::LOCALHOST));
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            ask(rustls::StreamOwned::new(conn, stream), authority, path)
+        }
+    }
+}
+
+/// Sends the request and reads the status.
+fn ask(mut stream: impl Read + Write, authority: &str, path: &str) -> std::io::Result<u16> {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"

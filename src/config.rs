@@ -14,6 +14,7 @@ use tokio_postgres::config::ChannelBinding;
 use crate::db::Endpoint;
 use crate::db::tls::{Connector, SslMode, TlsSettings, extract};
 use crate::http::client_addr::{Cidr, parse_list};
+use crate::http::https::Https;
 use crate::http::server::ServerConfig;
 use crate::keys::{KeySet, KeyStore};
 use crate::router::AdminPath;
@@ -203,6 +204,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seconds a graceful stop waits for requests in flight",
     ),
     (
+        "TLS_CERT_FILE",
+        "-",
+        "PEM certificate chain, leaf first: serve HTTPS instead of HTTP, re-read on SIGHUP (else $CREDENTIALS_DIRECTORY/tls_cert); see docs/tls.md",
+    ),
+    (
+        "TLS_KEY_FILE",
+        "-",
+        "PEM private key of TLS_CERT_FILE (else $CREDENTIALS_DIRECTORY/tls_key)",
+    ),
+    (
         "API_KEYS_FILE",
         "-",
         "API keys file, re-read on SIGHUP (else $CREDENTIALS_DIRECTORY/api_keys); see docs/api-keys.md",
@@ -332,6 +343,8 @@ pub struct Config {
     /// The API keys in force (`API_KEYS_FILE`, or `API_TOKEN` as one key); `None`: the
     /// user routes are open. Shared: the store a clone holds is the one SIGHUP reloads.
     pub api_keys: Option<Arc<KeyStore>>,
+    /// The certificate the listener serves HTTPS with; `None`: plain HTTP.
+    pub https: Option<Arc<Https>>,
     /// Worth a warning once the logger is up (a world-readable keys file).
     pub warnings: Vec<String>,
     pub log_level: LevelFilter,
@@ -400,11 +413,13 @@ impl Config {
             "host:port with a literal IP address, e.g. 127.0.0.1:5000 or [::]:5000",
         )?;
         let (api_keys, warnings) = api_keys(&env)?;
+        let https = https(&env)?;
         Ok(Config {
             db,
             bind,
             server,
             api_keys,
+            https,
             warnings,
             log_level: log_level(env.get("LOG_LEVEL").as_deref().unwrap_or("info"))?,
             log_file: env.get("LOG_FILE").map(PathBuf::from),
@@ -707,6 +722,42 @@ fn api_keys(env: &Env<'_>) -> Result<(Option<Arc<KeyStore>>, Vec<String>), Confi
     }
 }
 
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`, else the systemd credentials `tls_cert` and
+/// `tls_key` when both exist; one without the other is refused.
+fn https(env: &Env<'_>) -> Result<Option<Arc<Https>>, ConfigError> {
+    let (cert, key) = match (env.get("TLS_CERT_FILE"), env.get("TLS_KEY_FILE")) {
+        (Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
+        (Some(_), None) => {
+            return Err(err(
+                "TLS_KEY_FILE",
+                "TLS_CERT_FILE is set but TLS_KEY_FILE is not",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "TLS_CERT_FILE",
+                "TLS_KEY_FILE is set but TLS_CERT_FILE is not",
+            ));
+        }
+        (None, None) => {
+            let Some(dir) = env.get("CREDENTIALS_DIRECTORY") else {
+                return Ok(None);
+            };
+            let (cert, key) = (
+                PathBuf::from(&dir).join("tls_cert"),
+                PathBuf::from(&dir).join("tls_key"),
+            );
+            if !(cert.exists() && key.exists()) {
+                return Ok(None);
+            }
+            (cert, key)
+        }
+    };
+    Https::open(&cert, &key)
+        .map(|h| Some(Arc::new(h)))
+        .map_err(|e| err(e.var, e.msg))
+}
+
 fn rate_limit(env: &Env<'_>) -> Result<Option<(f64, f64)>, ConfigError> {
     let per_sec: f64 = env.parse_in("RATE_LIMIT_PER_SEC", 0.0, 0.0..=1e9)?;
     if per_sec == 0.0 {
@@ -974,6 +1025,29 @@ mod tests {
         let c = config(&with(&[("DB_PASSWORD", "hunter2"), ("API_TOKEN", "tok3n")])).unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("tok3n"), "{dbg}");
+    }
+
+    #[test]
+    fn https_comes_from_the_tls_credentials_only_when_both_are_there() {
+        let dir = std::env::temp_dir().join(format!("user-api-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.join("tls_cert"), c.cert.pem()).unwrap();
+        let dir_s = dir.to_str().unwrap().to_owned();
+        let build = || {
+            let dir_s = dir_s.clone();
+            Config::from_lookup(move |k| match k {
+                "DB_NAME" | "DB_USER" => Some("app".into()),
+                "CREDENTIALS_DIRECTORY" => Some(dir_s.clone()),
+                _ => None,
+            })
+            .unwrap()
+        };
+        assert!(build().https.is_none(), "tls_cert alone turned HTTPS on");
+        std::fs::write(dir.join("tls_key"), c.signing_key.serialize_pem()).unwrap();
+        let https = build().https.expect("both credentials turn HTTPS on");
+        assert_eq!(https.cert_file(), dir.join("tls_cert"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

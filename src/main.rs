@@ -30,9 +30,15 @@ fn main() -> ExitCode {
     if let Err(e) = telemetry::init(config.log_level, config.log_file.as_deref()) {
         return fail(2, &format!("configuration error: LOG_FILE: {e}"));
     }
-    // From here a SIGTERM also ends the wait for the database; SIGHUP reloads the keys.
+    // From here a SIGTERM also ends the wait for the database; SIGHUP reloads the keys
+    // and the certificate.
     let stopper = Stopper::default();
-    if let Err(e) = shutdown::spawn_signal_thread(stopper.clone(), config.api_keys.clone()) {
+    let signals = shutdown::spawn_signal_thread(
+        stopper.clone(),
+        config.api_keys.clone(),
+        config.https.clone(),
+    );
+    if let Err(e) = signals {
         return fail(1, &format!("cannot install signal handlers: {e}"));
     }
     let result = match command {

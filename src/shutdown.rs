@@ -1,5 +1,5 @@
 //! Signals: SIGTERM and SIGINT stop the server gracefully; SIGHUP re-reads the API keys
-//! file.
+//! file and the HTTPS certificate.
 //!
 //! std cannot catch signals, and as PID 1 in a container an unhandled SIGTERM is
 //! ignored until SIGKILL, so a small dedicated thread waits for them.
@@ -12,13 +12,18 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::http::https::Https;
 use crate::http::server::Stopper;
 use crate::keys::KeyStore;
 use crate::systemd;
 
 /// Starts the signal thread; it stops `stopper` on the first SIGTERM or SIGINT, and
-/// reloads `keys` on each SIGHUP.
-pub fn spawn_signal_thread(stopper: Stopper, keys: Option<Arc<KeyStore>>) -> io::Result<()> {
+/// reloads `keys` and `https` on each SIGHUP.
+pub fn spawn_signal_thread(
+    stopper: Stopper,
+    keys: Option<Arc<KeyStore>>,
+    https: Option<Arc<Https>>,
+) -> io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     thread::Builder::new()
         .name("signals".into())
@@ -26,6 +31,9 @@ pub fn spawn_signal_thread(stopper: Stopper, keys: Option<Arc<KeyStore>>) -> io:
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     reload(keys.as_deref());
+                    if let Some(https) = &https {
+                        reload_certificate(https);
+                    }
                     continue;
                 }
                 let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
@@ -68,6 +76,18 @@ pub fn reload(keys: Option<&KeyStore>) {
                 error!("{line}");
             }
         }
+    }
+}
+
+/// Re-reads the HTTPS certificate and key: new handshakes use them, connections already
+/// open keep their session. A file that fails to load leaves the old certificate.
+pub fn reload_certificate(https: &Https) {
+    match https.reload() {
+        Ok(()) => info!(
+            "SIGHUP: HTTPS certificate reloaded from {}; new connections use it",
+            https.cert_file().display()
+        ),
+        Err(e) => error!("SIGHUP: HTTPS certificate NOT reloaded, keeping the old one: {e}"),
     }
 }
 

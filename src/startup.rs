@@ -167,12 +167,19 @@ impl App {
             Ok(n) => info!("open file limit: {n}"),
             Err(e) => warn!("could not raise the open file limit: {e}"),
         }
-        let server = Server::new(listener, config.server.clone(), Arc::new(service))
+        let mut server = Server::new(listener, config.server.clone(), Arc::new(service))
             .and_then(|s| s.with_stopper(stopper))
             .map_err(StartupError::Io)?;
+        if let Some(https) = &config.https {
+            server = server.with_https(Arc::clone(https));
+        }
         info!(
-            "listening on {} with {} workers and a pool of {} connections",
+            "listening on {} ({}) with {} workers and a pool of {} connections",
             server.local_addr(),
+            match &config.https {
+                Some(h) => format!("HTTPS, certificate {}", h.cert_file().display()),
+                None => "plain HTTP".into(),
+            },
             config.server.workers,
             config.db.pool_size
         );

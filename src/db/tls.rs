@@ -236,7 +236,7 @@ fn read_roots(path: &Path) -> Result<RootCertStore, String> {
 }
 
 /// A PEM error in words, never with the file's contents.
-fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
+pub(crate) fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as Pem;
     match e {
         Pem::Io(io) => format!("cannot read it: {io}"),

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod client_addr;
+pub mod https;
 pub mod idempotency_key;
 pub mod precondition;
 pub mod query;

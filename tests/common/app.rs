@@ -75,6 +75,26 @@ pub fn base_vars(db_url: &str) -> HashMap<String, String> {
     .collect()
 }
 
+/// The certificate and key files every app serves with under `TEST_HTTPS=1`, made once
+/// per test binary; the client trusts the certificate.
+static HTTPS_FILES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+fn https_files() -> (String, String) {
+    HTTPS_FILES
+        .get_or_init(|| {
+            let c = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+                .expect("make a certificate");
+            let dir = std::env::temp_dir().join(format!("user-api-https-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("make a directory");
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert, c.cert.pem()).expect("write the certificate");
+            std::fs::write(&key, c.signing_key.serialize_pem()).expect("write the key");
+            let _ = client::HTTPS_TRUST.set(c.cert.der().to_vec());
+            (cert.display().to_string(), key.display().to_string())
+        })
+        .clone()
+}
+
 /// With `TEST_LOG` set, the app's log lines go to stderr (at that level, or info).
 fn init_test_logger() {
     static INIT: Once = Once::new();
@@ -109,6 +129,15 @@ fn spawn(database: TestDatabase, configure: impl FnOnce(&mut HashMap<String, Str
     let mut vars = base_vars(&database.url);
     configure(&mut vars);
     let token = vars.get("API_TOKEN").cloned();
+    if std::env::var("TEST_HTTPS").is_ok_and(|v| v == "1") && !vars.contains_key("TLS_CERT_FILE") {
+        let (cert, key) = https_files();
+        vars.insert("TLS_CERT_FILE".into(), cert);
+        vars.insert("TLS_KEY_FILE".into(), key);
+    }
+    // An app given its own certificate does not answer this client's probes (plain, or
+    // trusting the suite's certificate): its tests wait themselves.
+    let https = vars.contains_key("TLS_CERT_FILE")
+        && vars.get("TLS_CERT_FILE") != HTTPS_FILES.get().map(|f| &f.0);
     let config = build_config(&vars);
     let app =
         user_api::App::build(config).unwrap_or_else(|e| panic!("the app failed to build: {e:?}"));
@@ -131,6 +160,9 @@ fn spawn(database: TestDatabase, configure: impl FnOnce(&mut HashMap<String, Str
         thread: Some(thread),
         database,
     };
+    if https {
+        return app;
+    }
     let live = super::poll_until(Duration::from_secs(10), || {
         if app.thread.as_ref().is_some_and(|t| t.is_finished()) {
             panic!("the app stopped before it answered /health/live");

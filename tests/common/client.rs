@@ -7,7 +7,76 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// With `TEST_HTTPS=1` every app a test spawns serves HTTPS with this certificate (DER),
+/// and every connection of this client speaks TLS trusting it: the API suite run over
+/// HTTPS without changing a test.
+pub static HTTPS_TRUST: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// The client's transport: plain TCP, or TLS when [`HTTPS_TRUST`] is set.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    fn over(tcp: TcpStream) -> io::Result<Stream> {
+        let Some(der) = HTTPS_TRUST.get() else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(io::Error::other)?;
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+        let conn = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
 
 /// A response as plain data. Header names are lower case.
 #[derive(Clone, Debug)]
@@ -61,7 +130,7 @@ impl HttpResponse {
 
 /// One client connection; requests on it are sent one after another (keep-alive).
 pub struct HttpConnection {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     host: String,
 }
 
@@ -72,13 +141,13 @@ impl HttpConnection {
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
         Ok(HttpConnection {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(Stream::over(stream)?),
             host: addr.to_string(),
         })
     }
 
     pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.reader.get_ref().set_read_timeout(Some(timeout))
+        self.reader.get_ref().tcp().set_read_timeout(Some(timeout))
     }
 
     /// Sends one request and reads its response. `Content-Length` is added for a body

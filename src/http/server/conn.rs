@@ -6,12 +6,11 @@
 //! between them by value, so no lock guards it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::reader::{Phase, Reader};
+use super::transport::Transport;
 
 /// What the connection does once its pending output is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +45,7 @@ pub(crate) struct Gone;
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     pub peer: SocketAddr,
     /// Read but not yet consumed by the reader. Empty (and unallocated) while idle.
     pub buf: Vec<u8>,
@@ -79,7 +78,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, deadline: Instant) -> Conn {
+    pub(crate) fn new(stream: Transport, peer: SocketAddr, deadline: Instant) -> Conn {
         Conn {
             stream,
             peer,
@@ -134,14 +133,15 @@ impl Conn {
         }
         self.out = Vec::new();
         self.out_pos = 0;
-        Ok(true)
+        // Over TLS, records the socket did not take yet are still to go.
+        self.stream.flush_pending().map_err(|_| Gone)
     }
 
     /// Shuts the write side and drops buffers, entering the lingering stage, in which at
     /// most `budget` more bytes are discarded before closing.
     pub(crate) fn start_linger(&mut self, deadline: Instant, budget: u64) {
         // Sends our FIN after the response; failure means the peer is gone already.
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown_write();
         self.buf = Vec::new();
         self.reader = Reader::default();
         self.stage = Stage::Lingering;

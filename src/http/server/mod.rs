@@ -22,6 +22,7 @@ mod parse;
 mod reactor;
 mod reader;
 mod response;
+mod transport;
 mod worker;
 
 use std::fmt;
@@ -38,6 +39,7 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use super::Handler;
 use super::client_addr::Cidr;
+use super::https::Https;
 
 /// Descriptors kept back from `max_connections` for everything else the process opens:
 /// database connections, log files, the poller itself.
@@ -159,6 +161,7 @@ pub struct Server {
     config: ServerConfig,
     handler: Arc<dyn Handler>,
     stopper: Stopper,
+    https: Option<Arc<Https>>,
 }
 
 impl Server {
@@ -207,7 +210,15 @@ impl Server {
             config,
             handler,
             stopper,
+            https: None,
         })
+    }
+
+    /// Serves HTTPS with `https`'s certificate (re-read by [`Https::reload`]) instead of
+    /// plain HTTP, on the same listener.
+    pub fn with_https(mut self, https: Arc<Https>) -> Server {
+        self.https = Some(https);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -247,6 +258,7 @@ impl Server {
             config,
             handler,
             stopper,
+            https,
             ..
         } = self;
         let (job_tx, job_rx) = mpsc::sync_channel(config.queue_depth);
@@ -273,7 +285,8 @@ impl Server {
         drop((back_tx, exit_tx));
 
         let reactor =
-            reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, handler, stopper);
+            reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, handler, stopper)
+                .with_https(https);
         // The reactor owns the job queue's sender: once it returns, the workers finish
         // what is queued and exit.
         let deadline = reactor.run()?;

@@ -21,9 +21,11 @@ use super::conn::{After, Conn, Gone, LINGER_BUDGET, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
+use super::transport::Transport;
 use super::worker::{self, Job, Returned};
 use super::{ServerConfig, Stopper};
 use crate::http::client_addr::Cidr;
+use crate::http::https::Https;
 use crate::http::{Handler, Method, Refusal, Response};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -252,6 +254,8 @@ pub(crate) struct Reactor {
     last_refusal_log: Option<Instant>,
     /// Set once a graceful stop began: the time by which `run` returns.
     drain_deadline: Option<Instant>,
+    /// The certificate when the listener speaks HTTPS.
+    https: Option<Arc<Https>>,
 }
 
 impl Reactor {
@@ -306,7 +310,14 @@ impl Reactor {
             starved: false,
             last_refusal_log: None,
             drain_deadline: None,
+            https: None,
         }
+    }
+
+    /// Speaks TLS with `https`'s certificate on every connection accepted.
+    pub(crate) fn with_https(mut self, https: Option<Arc<Https>>) -> Reactor {
+        self.https = https;
+        self
     }
 
     /// Serves until a stop is requested and drained; returns the drain deadline, by which
@@ -435,7 +446,8 @@ impl Reactor {
             };
             if drained {
                 conn.maybe_readable = false;
-                return conn.trim();
+                conn.trim();
+                return self.flush_handshake(i);
             }
             // SECURITY: only a few KiB are read ahead of what the request being read can
             // use, so a connection holds little memory whatever its client sends.
@@ -448,10 +460,31 @@ impl Reactor {
                 Ok(Some(n)) => drained = n < cap && !conn.hup,
                 Ok(None) => {
                     conn.maybe_readable = false;
-                    return conn.trim();
+                    conn.trim();
+                    return self.flush_handshake(i);
                 }
-                Err(_) => return self.table.remove(i),
+                Err(Gone) => {
+                    if conn.stream.is_misdirected() {
+                        return self.reject(
+                            i,
+                            400,
+                            "this port speaks HTTPS: use an https:// URL",
+                            false,
+                            now,
+                        );
+                    }
+                    return self.table.remove(i);
+                }
             }
+        }
+    }
+
+    /// A TLS handshake answers while it reads: records the socket did not take then wait
+    /// for writability, or the client would wait for them until the head timeout.
+    /// Plain connections never have any.
+    fn flush_handshake(&mut self, i: usize) {
+        if self.table.get(i).is_some_and(|c| c.stream.wants_write()) && self.flush(i).is_err() {
+            self.table.remove(i);
         }
     }
 
@@ -797,6 +830,14 @@ impl Reactor {
                     }
                     // Responses leave in one write; Nagle would only delay them.
                     let _ = stream.set_nodelay(true);
+                    let config = self.https.as_ref().map(|h| h.current());
+                    let stream = match Transport::new(stream, config.as_ref()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::warn!("cannot start TLS for a connection from {peer}: {e}");
+                            continue;
+                        }
+                    };
                     let conn = Conn::new(stream, peer, now + self.timeouts.header);
                     let i = self.table.insert(conn);
                     let registered = match self.table.get(i) {
@@ -881,6 +922,10 @@ impl Reactor {
             peer,
             request: None,
         });
+        if self.https.is_some() {
+            // A TLS client could not read a plain answer: the close alone tells it.
+            return;
+        }
         // Whatever the client sent already is read, so closing does not reset the
         // connection before it sees the answer.
         let _ = stream.read(&mut self.scratch);
