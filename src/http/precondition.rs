@@ -76,30 +76,52 @@ fn header(req: &Request, name: &'static str) -> Result<Option<TagList>, ApiError
     })
 }
 
-/// `*` or `#entity-tag`; empty list elements are allowed (RFC 9110 §5.6.1).
+/// `*` or `#entity-tag`; empty list elements are allowed (RFC 9110 §5.6.1). A tag may
+/// hold a comma (`"a,b"` is one tag), so the list is scanned, not split.
 pub fn parse(value: &str) -> Option<TagList> {
     let value = value.trim();
     if value == "*" {
         return Some(TagList::Any);
     }
+    let bytes = value.as_bytes();
     let mut tags = Vec::new();
-    for element in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (weak, quoted) = match element.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, element),
-        };
-        let token = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    let mut i = 0;
+    loop {
+        // Empty elements and the white space around them.
+        while i < bytes.len() && matches!(bytes[i], b',' | b' ' | b'\t') {
+            i += 1;
+        }
+        if i == bytes.len() {
+            break;
+        }
+        let weak = value[i..].starts_with("W/");
+        if weak {
+            i += 2;
+        }
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
         // etagc: any visible ASCII but '"', or obs-text (RFC 9110 §8.8.3).
-        if !token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
-        {
+        let len = bytes[start..]
+            .iter()
+            .take_while(|&&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+            .count();
+        let end = start + len;
+        if bytes.get(end) != Some(&b'"') {
             return None;
         }
         tags.push(EntityTag {
             weak,
-            token: token.to_owned(),
+            token: value[start..end].to_owned(),
         });
+        i = end + 1;
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] != b',' {
+            return None;
+        }
     }
     (!tags.is_empty()).then_some(TagList::Tags(tags))
 }
@@ -130,6 +152,11 @@ mod tests {
                 tag(true, "2"),
                 tag(false, "")
             ]))
+        );
+        // A comma is an etagc: inside quotes it belongs to the tag.
+        assert_eq!(
+            parse("\"a,b\", \"'\""),
+            Some(TagList::Tags(vec![tag(false, "a,b"), tag(false, "'")]))
         );
     }
 
