@@ -284,16 +284,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Initialises a cluster and starts it on a free port (retrying on a lost race).
     pub fn start() -> TestCluster {
-        let mut cluster = TestCluster::init();
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            cluster.port = super::free_port();
-            match cluster.pg_ctl_start() {
-                Ok(()) => return cluster,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("could not start the test PostgreSQL cluster: {last_error}");
+        TestCluster::start_prepared(|_| {})
     }
 
     /// Initialises a cluster, lets `prepare` write files into its data directory (server
