@@ -1419,9 +1419,13 @@ fn reload(server: &ServerProcess, nth: usize) -> String {
         (stderr.matches("API keys reloaded").count()
             + stderr.matches("API keys NOT reloaded").count()
             >= nth)
-            .then_some(stderr)
+            .then_some(())
     });
-    done.unwrap_or_else(|| panic!("no reload logged after SIGHUP: {}", server.stderr()))
+    done.unwrap_or_else(|| panic!("no reload logged after SIGHUP: {}", server.stderr()));
+    // A refused reload logs its summary first and one line per problem after it: give
+    // those lines the moment they take to follow.
+    std::thread::sleep(Duration::from_millis(200));
+    server.stderr()
 }
 
 fn get_users(conn: &mut common::HttpConnection, secret: &str) -> u16 {
