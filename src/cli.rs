@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::VARIABLES;
+use crate::config::settings::{DEFAULT_BIND, SETTINGS};
 use crate::http::https;
 use crate::keys::{self, Scopes, secret};
 use crate::startup::VERSION;
@@ -160,8 +160,13 @@ pub fn help() -> String {
          Options:\n  -h, --help         print this help\n  -V, --version      print the version\n\n\
          Environment (a .env file in the working directory is read first; real variables win):\n"
     );
-    for (name, default, what) in VARIABLES {
-        s.push_str(&format!("  {name:<24}{what} [default: {default}]\n"));
+    for setting in SETTINGS {
+        s.push_str(&format!(
+            "  {:<24}{} [default: {}]\n",
+            setting.name,
+            setting.help,
+            setting.default_text()
+        ));
     }
     s
 }
@@ -225,7 +230,7 @@ pub fn healthcheck_with(
             }
         }
         None => (
-            local_authority(bind.unwrap_or("0.0.0.0:5000")),
+            local_authority(bind.unwrap_or(DEFAULT_BIND)),
             "/health".to_owned(),
         ),
     };
@@ -383,8 +388,8 @@ mod tests {
     #[test]
     fn help_lists_every_variable() {
         let h = help();
-        for (name, _, _) in VARIABLES {
-            assert!(h.contains(name), "{name}");
+        for setting in SETTINGS {
+            assert!(h.contains(setting.name), "{}", setting.name);
         }
     }
 

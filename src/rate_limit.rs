@@ -19,6 +19,15 @@ struct Bucket {
     at: Instant,
 }
 
+/// The request rate allowed per client address (`RATE_LIMIT_PER_SEC`, `RATE_LIMIT_BURST`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Requests a client may make per second, on average.
+    pub per_second: f64,
+    /// Requests a client may make at once before the rate applies.
+    pub burst: f64,
+}
+
 pub struct RateLimiter {
     per_sec: f64,
     burst: f64,

@@ -156,7 +156,7 @@ impl App {
             served_by: config.served_by.clone(),
             rate_limiter: config
                 .rate_limit
-                .map(|(rate, burst)| RateLimiter::new(rate, burst)),
+                .map(|limit| RateLimiter::new(limit.per_second, limit.burst)),
             trusted_proxies: config.trusted_proxies.clone(),
             admin_path: config.admin_path.clone(),
             refusal_log: Default::default(),

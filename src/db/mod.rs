@@ -18,7 +18,6 @@ use tokio_postgres::error::SqlState;
 
 pub use session::{DbError, Session, StatementCache};
 
-use crate::config::DbConfig;
 use crate::error::{ApiError, chain};
 
 /// One database server to connect to: its connection settings (whose `Debug` redacts
@@ -27,6 +26,21 @@ use crate::error::{ApiError, chain};
 pub struct Endpoint {
     pub pg: tokio_postgres::Config,
     pub tls: tls::Connector,
+}
+
+/// Where and how to reach PostgreSQL (built by `config` from the environment).
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub primary: Endpoint,
+    /// A streaming replica for reads, when one is configured.
+    pub replica: Option<Endpoint>,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long we wait for any answer from the database before giving up on the
+    /// connection: what bounds a request when the database hangs.
+    pub query_timeout: Duration,
+    pub statement_cache: StatementCache,
 }
 
 /// Why waiting for the database ended without a connection.

@@ -31,7 +31,17 @@ use tokio_postgres::{
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Endpoint;
-pub use crate::config::StatementCache;
+
+/// Whether a session prepares each statement once and reuses it (`DB_STATEMENT_CACHE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementCache {
+    /// Named statements, prepared on first use and kept for the connection's life.
+    On,
+    /// Every statement unnamed, parsed and planned each time, in one round trip: what
+    /// PgBouncer in transaction mode before 1.21 needs, since a later transaction may
+    /// run on a server connection that never saw the statement.
+    Off,
+}
 
 /// The stream under a connection: TLS when it was negotiated, else the plain socket (one
 /// type either way, so that `sslmode=prefer` needs no second code path).

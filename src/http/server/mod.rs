@@ -45,7 +45,8 @@ use super::https::Https;
 /// database connections, log files, the poller itself.
 const FD_RESERVE: u64 = 64;
 
-/// Limits and sizes of the connection layer.
+/// Limits and sizes of the connection layer. Its `Default` is the service's defaults,
+/// implemented where the settings are declared (`config`), so each is written once.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Threads that run handlers (the blocking database work).
@@ -88,28 +89,6 @@ pub struct ServerConfig {
     pub queue_depth: usize,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            workers: 8,
-            max_body_bytes: 64 * 1024,
-            max_discard_bytes: 1 << 20,
-            body_budget_bytes: 8 << 20,
-            max_connections: 10_000,
-            max_connections_per_peer: 5_000,
-            uncapped_peers: Vec::new(),
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            max_headers: 64,
-            queue_depth: 1024,
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 /// Asks a running [`Server`] to stop gracefully. Cheap to clone; safe from any thread.
