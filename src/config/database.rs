@@ -18,6 +18,8 @@ use super::{ConfigError, err, not_one_of};
 use crate::db::tls::{Connector, Extracted, SslMode, TlsSettings, extract};
 use crate::db::{DbConfig, Endpoint, StatementCache};
 
+/// The primary, the replica (if any) and the pool; the pool is as large as `workers`
+/// unless `DB_POOL_SIZE` says otherwise.
 pub(super) fn db_config(env: &Env<'_>, workers: usize) -> Result<DbConfig, ConfigError> {
     let (mut pg, tls) = match env.get(&DATABASE_URL) {
         Some(url) => parse_url(env, &DATABASE_URL, &url)?,
