@@ -375,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_served_by_the_route_noted_from_its_head_not_looked_up_again() {
+        let s = service(None);
+        let noted = |path: &str, as_if: &str| {
+            let mut r = get(path);
+            r.note = s.note(&get(as_if));
+            r
+        };
+        assert_eq!(s.handle(noted("/nowhere", "/health/live")).status, 200);
+        assert!(s.is_immediate(&noted("/nowhere", "/metrics")));
+        assert!(!s.is_immediate(&noted("/metrics", "/nowhere")));
+        assert_eq!(s.handle(noted("/health/live", "/nowhere")).status, 404);
+    }
+
+    #[test]
     fn every_response_carries_request_id_and_served_by() {
         let s = service(None);
         let resp = s.handle(get("/nowhere").with_header("X-Request-Id", "abc.1"));
