@@ -83,8 +83,9 @@ use Endpoint::*;
 use Lane::{Connection, Worker};
 use Method::{Delete, Get, Head, Patch, Post, Put};
 
-/// The routes. Their order is the order of the series in `/metrics`; a path is matched
-/// against them in order (no two may match one path).
+/// The routes. Their order is the order of the series in `/metrics` and the order a path
+/// is tried in: the first route whose path matches wins, so a literal path (`/users/me`)
+/// goes before a pattern that would also take it (`/users/{id}`).
 pub const ROUTES: &[Route] = &[
     Route {
         path: Path::Api("/user"),
@@ -679,6 +680,19 @@ mod tests {
             for m in [Get, Post] {
                 assert_eq!(route(&m, p, Some(&a)).is_limited(), limited, "{m} {p}");
             }
+        }
+    }
+
+    #[test]
+    fn every_route_is_reached_by_its_own_path_so_none_shadows_another() {
+        let a = admin();
+        for (i, r) in ROUTES.iter().enumerate() {
+            let path = match r.path {
+                Path::Api(pattern) => pattern.replace("{id}", "1"),
+                Path::Admin => "/admin/".to_owned(),
+            };
+            let found = route(&r.methods[0].0, &path, Some(&a));
+            assert_eq!(found.route, u8::try_from(i).ok(), "{path}");
         }
     }
 
