@@ -72,7 +72,7 @@ mod tests {
         let mut known: Vec<(String, String)> = ROUTES
             .iter()
             .filter_map(|r| match r.path {
-                Path::Api(pattern) => Some((pattern, r.methods)),
+                Path::Api(pattern) => Some((pattern.text, r.methods)),
                 Path::Admin => None,
             })
             .flat_map(|(pattern, methods)| {
