@@ -105,6 +105,15 @@ use Endpoint::*;
 use Lane::{Connection, Worker};
 use Method::{Delete, Get, Head, Patch, Post, Put};
 
+/// `/user/{id}` and its alias `/users/{id}`.
+const ONE_USER: &[(Method, Endpoint)] = &[
+    (Get, GetUser),
+    (Head, GetUser),
+    (Put, ReplaceUser),
+    (Patch, PatchUser),
+    (Delete, DeleteUser),
+];
+
 /// The routes. Their order is the order of the series in `/metrics` and the order a path
 /// is tried in: the first route whose path matches wins, so a literal path (`/users/me`)
 /// goes before a pattern that would also take it (`/users/{id}`).
@@ -125,26 +134,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: Path::api("/user/{id}"),
-        methods: &[
-            (Get, GetUser),
-            (Head, GetUser),
-            (Put, ReplaceUser),
-            (Patch, PatchUser),
-            (Delete, DeleteUser),
-        ],
+        methods: ONE_USER,
         auth: Key,
         limited: true,
         lane: Worker,
     },
     Route {
         path: Path::api("/users/{id}"),
-        methods: &[
-            (Get, GetUser),
-            (Head, GetUser),
-            (Put, ReplaceUser),
-            (Patch, PatchUser),
-            (Delete, DeleteUser),
-        ],
+        methods: ONE_USER,
         auth: Key,
         limited: true,
         lane: Worker,
@@ -194,6 +191,9 @@ pub const ROUTES: &[Route] = &[
         lane: Connection,
     },
 ];
+
+// A route's index fits the byte a [`Note`] keeps it in, `0xff` meaning none.
+const _: () = assert!(ROUTES.len() < 0xff);
 
 /// Metrics labels: one per route ([`Route::label`]), then `unmatched`.
 pub const LABELS: usize = ROUTES.len() + 1;
