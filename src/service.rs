@@ -11,9 +11,8 @@ use log::{debug, error, info, warn};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::Note;
 use crate::http::client_addr::{Cidr, client_addr};
-use crate::http::{Handler, Method, Refusal, Request, Response, request_id};
+use crate::http::{Handler, Method, Note, Refusal, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
 use crate::router::{self, AdminPath, Routed};
 use crate::routes::{self, Ctx};
