@@ -1,14 +1,13 @@
 //! Authorisation of a request from its head alone: which scope the route needs, which
 //! key the bearer secret belongs to, and whether that key has the scope.
 //!
-//! [`authorize`] is a pure function of the method, the path, the `Authorization` value
-//! and the key set, so it can run as soon as a request head is parsed, before a body is
+//! Which scope a route needs is the route table's ([`crate::router`]) to say;
+//! [`authorize`] is a pure function of that scope, the `Authorization` value and the
+//! key set, so it can run as soon as a request head is parsed, before a body is
 //! read, and be tested without a socket.
 
 use crate::error::ApiError;
-use crate::http::Method;
 use crate::keys::{Key, KeySet, Scope};
-use crate::router;
 
 /// The outcome of [`authorize`].
 #[derive(Debug)]
@@ -42,30 +41,19 @@ impl<'k> Access<'k> {
     }
 }
 
-/// The scope a request needs, or `None` for the open routes (health, metrics, OpenAPI).
-/// Reads need `read`; anything else on a user route, a 405 included, needs `write`.
-pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    if !router::is_protected(path) {
-        return None;
-    }
-    Some(match method {
-        Method::Get | Method::Head => Scope::Read,
-        _ => Scope::Write,
-    })
-}
-
-/// Decides a request from its head. `keys` is `None` when no keys are configured.
+/// Decides a request from its head: `needed` is the scope its route asks for the method
+/// ([`crate::router::Routed::scope`]), `None` on an open route; `keys` is `None` when no
+/// keys are configured.
 ///
 /// SECURITY: a missing header, another scheme and an unknown secret all take the same
 /// path to 401, and the look-up ([`KeySet::find`]) neither reveals which names exist nor
 /// takes a time that depends on how close the secret came to a real one.
 pub fn authorize<'k>(
-    method: &Method,
-    path: &str,
+    needed: Option<Scope>,
     authorization: Option<&str>,
     keys: Option<&'k KeySet>,
 ) -> Access<'k> {
-    let (Some(needed), Some(keys)) = (required_scope(method, path), keys) else {
+    let (Some(needed), Some(keys)) = (needed, keys) else {
         return Access::Open;
     };
     // No credentials at all never reach the look-up: whether a header was sent is the
@@ -89,8 +77,10 @@ fn bearer(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Method;
     use crate::keys::file;
     use crate::keys::secret::{digest, format_hash};
+    use crate::router::route;
 
     fn keys() -> KeySet {
         let text = format!(
@@ -102,7 +92,7 @@ mod tests {
     }
 
     fn decide<'k>(m: Method, path: &str, auth: Option<&str>, keys: &'k KeySet) -> Access<'k> {
-        authorize(&m, path, auth, Some(keys))
+        authorize(route(&m, path, None).scope(&m), auth, Some(keys))
     }
 
     #[test]
@@ -194,7 +184,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            authorize(&Method::Delete, "/user/1", None, None),
+            authorize(Some(Scope::Write), None, None),
             Access::Open
         ));
     }

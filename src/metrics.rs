@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::db::PoolStats;
 use crate::http::Method;
-use crate::router::PATTERNS;
+use crate::router;
 
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
@@ -20,7 +20,7 @@ const STATUSES: [u16; 24] = [
 const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-const ROUTES: usize = PATTERNS.len();
+const ROUTES: usize = router::LABELS;
 
 pub struct Metrics {
     requests: Vec<AtomicU64>,
@@ -47,7 +47,7 @@ impl Metrics {
         }
     }
 
-    /// Counts one request; `route` indexes [`PATTERNS`].
+    /// Counts one request; `route` is the index of its label ([`router::label`]).
     pub fn observe(&self, method: &Method, route: usize, status: u16, took: Duration) {
         let m = match method {
             Method::Get => 0,
@@ -111,7 +111,7 @@ impl Metrics {
             "# HELP http_requests_total Requests answered, by method, route pattern and status.\n",
         );
         out.push_str("# TYPE http_requests_total counter\n");
-        for (route, pattern) in PATTERNS.iter().enumerate() {
+        for (route, pattern) in (0..ROUTES).map(|i| (i, router::label(i))) {
             for (m, method) in METHODS.iter().enumerate() {
                 for s in 0..=STATUSES.len() {
                     let idx = (route * METHODS.len() + m) * (STATUSES.len() + 1) + s;
@@ -128,7 +128,7 @@ impl Metrics {
         }
         out.push_str("# HELP http_request_duration_seconds Time from a complete request to its response, by route pattern.\n");
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (route, pattern) in PATTERNS.iter().enumerate() {
+        for (route, pattern) in (0..ROUTES).map(|i| (i, router::label(i))) {
             let counts =
                 &self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)];
             let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
@@ -221,7 +221,7 @@ mod tests {
         m.observe(&Method::Get, 2, 200, Duration::from_millis(3));
         m.observe(
             &Method::Other("BREW".into()),
-            9,
+            router::UNMATCHED,
             404,
             Duration::from_secs(9),
         );

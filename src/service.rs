@@ -12,9 +12,9 @@ use log::{debug, error, info, warn};
 use crate::auth;
 use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
-use crate::http::{Handler, Method, Refusal, Request, Response, request_id};
+use crate::http::{Handler, Method, Note, Refusal, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
-use crate::router::{self, AdminPath, Endpoint, Route};
+use crate::router::{self, AdminPath, Routed};
 use crate::routes::{self, Ctx};
 
 pub struct Service {
@@ -63,26 +63,21 @@ impl Handler for Service {
         self.serve(req, routes::dispatch)
     }
 
-    /// Liveness and metrics: they touch nothing that can wait (atomics, the pool's
-    /// counts), and API.md keeps both at 200 during an outage, which includes a database
-    /// that hangs while every worker waits on it. The admin console's files are static
-    /// bytes, so the page loads (and can say the database is down) then too. Anything
-    /// that queries stays off the reactor thread.
+    /// The request's route: the one look-up in the route table it gets.
+    fn note(&self, req: &Request) -> Option<Note> {
+        self.route(req).to_note()
+    }
+
+    /// The routes of [`router::Lane::Connection`].
     fn is_immediate(&self, req: &Request) -> bool {
-        matches!(
-            self.route(req),
-            Route::Found {
-                endpoint: Endpoint::Live | Endpoint::Metrics | Endpoint::Admin(_),
-                ..
-            }
-        )
+        self.route(req).is_immediate()
     }
 
     /// Counted under the route the request named (unmatched when the head was not
     /// read) and logged like any access line, at most 20 a second.
     fn refused(&self, refusal: &Refusal<'_>) {
         let (method, pattern) = match refusal.request {
-            Some(req) => (&req.method, self.route(req).pattern()),
+            Some(req) => (&req.method, self.route(req).label()),
             None => (&Method::Other(String::new()), router::UNMATCHED),
         };
         self.ctx
@@ -116,14 +111,14 @@ impl Handler for Service {
     /// Authentication and routing need only the head: a request they refuse is answered
     /// before its body is read or `100 Continue` sent, counted and logged like any other.
     fn refuse_head(&self, req: &Request) -> Option<Response> {
+        let route = self.route(req);
         let keys = self.ctx.keys.as_ref().map(|store| store.current());
         let access = auth::authorize(
-            &req.method,
-            &req.path,
+            route.scope(&req.method),
             req.header("authorization"),
             keys.as_deref(),
         );
-        if access.check().is_ok() && routes::check_head(self.route(req)).is_ok() {
+        if access.check().is_ok() && routes::check_head(route).is_ok() {
             return None;
         }
         // `serve` authorises again (counting the key once, there) and answers the refusal.
@@ -136,7 +131,7 @@ impl Handler for Service {
 fn refusal_from_head(
     _: &Ctx,
     _: &Request,
-    route: Route<'_>,
+    route: Routed,
     _: Option<&str>,
 ) -> Result<Response, ApiError> {
     routes::check_head(route)?;
@@ -144,7 +139,7 @@ fn refusal_from_head(
 }
 
 /// The signature of [`routes::dispatch`], so tests can put a failing one in its place.
-type Dispatch = fn(&Ctx, &Request, Route<'_>, Option<&str>) -> Result<Response, ApiError>;
+type Dispatch = fn(&Ctx, &Request, Routed, Option<&str>) -> Result<Response, ApiError>;
 
 impl Service {
     fn serve(&self, req: Request, dispatch: Dispatch) -> Response {
@@ -158,8 +153,7 @@ impl Service {
         // SECURITY: authorisation comes before anything else about the request, so an
         // anonymous client learns nothing (not even whether an id is well formed).
         let access = auth::authorize(
-            &req.method,
-            &req.path,
+            route.scope(&req.method),
             req.header("authorization"),
             keys.as_deref(),
         );
@@ -167,10 +161,7 @@ impl Service {
         if let Some(key) = key {
             key.count_request();
         }
-        let outcome = match self
-            .rate_limit(client, &req.path)
-            .and_then(|()| access.check())
-        {
+        let outcome = match self.rate_limit(client, route).and_then(|()| access.check()) {
             Err(e) => Ok(Err(e)),
             Ok(()) => catch_unwind(AssertUnwindSafe(|| {
                 dispatch(&self.ctx, &req, route, key.map(|k| k.name()))
@@ -195,24 +186,28 @@ impl Service {
         let took = start.elapsed();
         self.ctx
             .metrics
-            .observe(&req.method, route.pattern(), resp.status, took);
+            .observe(&req.method, route.label(), resp.status, took);
         if log::log_enabled!(log::Level::Info) {
             access_line(client, &req, &resp, took, key.map(|k| k.name()));
         }
         resp
     }
 
-    fn route<'a>(&self, req: &'a Request) -> Route<'a> {
-        router::route_with_admin(&req.method, &req.path, self.admin_path.as_ref())
+    /// The route the connection layer noted at head time, or, for a request that did
+    /// not come through it (a test's), a fresh look-up.
+    fn route(&self, req: &Request) -> Routed {
+        match req.note {
+            Some(note) => Routed::from_note(note),
+            None => router::route(&req.method, &req.path, self.admin_path.as_ref()),
+        }
     }
 
-    /// Health probes and metrics scrapes are never limited: an orchestrator behind the
-    /// same address as a noisy client must still see the truth.
-    fn rate_limit(&self, client: Option<IpAddr>, path: &str) -> Result<(), ApiError> {
+    /// Only the routes the table marks limited count against the client's limit.
+    fn rate_limit(&self, client: Option<IpAddr>, route: Routed) -> Result<(), ApiError> {
         let (Some(limiter), Some(client)) = (&self.rate_limiter, client) else {
             return Ok(());
         };
-        if path.starts_with("/health") || path == "/metrics" {
+        if !route.is_limited() {
             return Ok(());
         }
         limiter
@@ -376,6 +371,20 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(body, serde_json::json!({"error": "internal server error"}));
         assert_eq!(s.handle(get("/health/live")).status, 200);
+    }
+
+    #[test]
+    fn a_request_is_served_by_the_route_noted_from_its_head_not_looked_up_again() {
+        let s = service(None);
+        let noted = |path: &str, as_if: &str| {
+            let mut r = get(path);
+            r.note = s.note(&get(as_if));
+            r
+        };
+        assert_eq!(s.handle(noted("/nowhere", "/health/live")).status, 200);
+        assert!(s.is_immediate(&noted("/nowhere", "/metrics")));
+        assert!(!s.is_immediate(&noted("/metrics", "/nowhere")));
+        assert_eq!(s.handle(noted("/health/live", "/nowhere")).status, 404);
     }
 
     #[test]

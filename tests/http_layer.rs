@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use support::{Client, Gate, READ_LIMIT, TestServer, echo, join_within, quick_config};
 use user_api::http::server::{Server, ServerConfig};
-use user_api::http::{Handler, Request, Response};
+use user_api::http::{Handler, Note, Request, Response};
 
 const GET: &str = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -455,6 +455,71 @@ fn immediate_request_is_answered_when_every_worker_is_busy_and_the_queue_is_full
     gate.wait_entered();
     gate.release_one();
     assert_eq!(queued.response().status, 200);
+}
+
+/// Numbers each request by its `note` call and says what note every later call saw.
+#[derive(Clone, Default)]
+struct Noting {
+    notes: Arc<AtomicUsize>,
+    /// The note `refuse_head` and `is_immediate` saw, one line per call.
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Handler for Noting {
+    fn note(&self, _req: &Request) -> Option<Note> {
+        Some(Note(self.notes.fetch_add(1, Ordering::SeqCst) as u64 + 1))
+    }
+
+    fn refuse_head(&self, req: &Request) -> Option<Response> {
+        self.record("head", req);
+        None
+    }
+
+    fn is_immediate(&self, req: &Request) -> bool {
+        self.record("lane", req);
+        false
+    }
+
+    fn handle(&self, req: Request) -> Response {
+        let note = req.note.map_or(0, |n| n.0);
+        Response::new(200).with_header("X-Note", note.to_string())
+    }
+}
+
+impl Noting {
+    fn record(&self, call: &str, req: &Request) {
+        let line = format!("{call} {} {:?}", req.path, req.note.map(|n| n.0));
+        self.seen.lock().unwrap().push(line);
+    }
+}
+
+#[test]
+fn handler_note_is_made_once_per_request_and_reaches_every_later_call() {
+    let noting = Noting::default();
+    let server = TestServer::start(quick_config(), noting.clone());
+    let mut c = server.client();
+    c.send(
+        "GET /one HTTP/1.1\r\nHost: t\r\n\r\n\
+         POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc\
+         GET /three HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    for want in ["1", "2", "3"] {
+        assert_eq!(c.response().header("x-note"), Some(want));
+    }
+    assert_eq!(
+        noting.notes.load(Ordering::SeqCst),
+        3,
+        "one note per request"
+    );
+    assert_eq!(
+        *noting.seen.lock().unwrap(),
+        [
+            "lane /one Some(1)",
+            "head /two Some(2)",
+            "lane /two Some(2)",
+            "lane /three Some(3)"
+        ]
+    );
 }
 
 #[test]

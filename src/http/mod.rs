@@ -85,7 +85,17 @@ pub struct Request {
     pub body: Body,
     /// The TCP peer; `None` only for requests built in tests.
     pub peer: Option<SocketAddr>,
+    /// What the handler made of the head ([`Handler::note`]), once the connection layer
+    /// has asked; `None` before, and for requests built in tests.
+    pub note: Option<Note>,
 }
+
+/// A handler's own note about a request, made once from its head ([`Handler::note`]) on
+/// the connection layer's thread and carried with the request to every later call, so
+/// the handler need not work it out again (the application keeps its route in it).
+/// Opaque to this layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Note(pub u64);
 
 impl Request {
     /// A request with no headers and no body, for tests and internal use.
@@ -101,6 +111,7 @@ impl Request {
             headers: Vec::new(),
             body: Body::Complete(Vec::new()),
             peer: None,
+            note: None,
         }
     }
 
@@ -228,6 +239,13 @@ pub struct Refusal<'a> {
 /// but a connection layer should survive one anyway.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
+
+    /// Called once per request, on the connection layer's thread, as soon as its head is
+    /// read and before any other call for it: what it returns is kept in `req.note` for
+    /// `refuse_head`, `is_immediate`, `refused` and `handle`. Must not wait on anything.
+    fn note(&self, _req: &Request) -> Option<Note> {
+        None
+    }
 
     /// Whether `req` can be answered at once, without waiting on anything (no database,
     /// no lock held for long). The connection layer then answers it on its own thread

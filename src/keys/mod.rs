@@ -3,7 +3,8 @@
 //! atomically when the keys file is reloaded.
 //!
 //! The file format lives in [`file`], fresh secrets and their hashes in [`secret`].
-//! Which scope a request needs, and what to answer, is [`crate::auth`]'s business.
+//! Which scope a request needs is the route table's ([`crate::router`]) business; what
+//! to answer, [`crate::auth`]'s.
 
 pub mod file;
 pub mod secret;

@@ -43,22 +43,7 @@ pub fn openapi() -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::{OPENAPI, document};
-    use crate::http::Method;
-    use crate::router::{PATTERNS, Route, UNMATCHED, route};
-
-    const METHODS: [Method; 6] = [
-        Method::Get,
-        Method::Head,
-        Method::Post,
-        Method::Put,
-        Method::Patch,
-        Method::Delete,
-    ];
-
-    /// A concrete path for a pattern, to ask the router about it.
-    fn sample(pattern: &str) -> String {
-        pattern.replace("{id}", "1")
-    }
+    use crate::router::{Path, ROUTES};
 
     #[test]
     fn the_served_document_carries_the_packages_version() {
@@ -69,26 +54,36 @@ mod tests {
     }
 
     #[test]
-    fn openapi_documents_exactly_the_routes_the_router_knows() {
+    fn openapi_documents_exactly_the_routes_and_methods_of_the_route_table() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-        let paths = doc["paths"].as_object().unwrap();
-        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
-        let mut known: Vec<&str> = PATTERNS[..UNMATCHED].to_vec();
+        let documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                let ops = ops.as_object().unwrap().keys();
+                ops.filter(|op| *op != "parameters")
+                    .map(|op| (path.clone(), op.to_ascii_uppercase()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // The admin console is not part of the API.
+        let mut known: Vec<(String, String)> = ROUTES
+            .iter()
+            .filter_map(|r| match r.path {
+                Path::Api(pattern) => Some((pattern.text, r.methods)),
+                Path::Admin => None,
+            })
+            .flat_map(|(pattern, methods)| {
+                methods
+                    .iter()
+                    .map(move |(m, _)| (pattern.to_owned(), m.as_str().to_owned()))
+            })
+            .collect();
+        let mut documented = documented;
         documented.sort_unstable();
         known.sort_unstable();
         assert_eq!(documented, known);
-        for pattern in known {
-            for m in &METHODS {
-                let routed = matches!(route(m, &sample(pattern)), Route::Found { .. });
-                let op = m.as_str().to_ascii_lowercase();
-                let in_doc = paths[pattern].get(&op).is_some();
-                assert_eq!(
-                    routed, in_doc,
-                    "{} {pattern}: router {routed}, document {in_doc}",
-                    m
-                );
-            }
-        }
     }
 }

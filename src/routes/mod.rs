@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::router::{Endpoint, Route};
+use crate::router::{AdminAsset, Endpoint, Outcome, Routed};
 
 /// What handlers share: the pool, the metrics, the API keys and the request limits.
 pub struct Ctx {
@@ -42,11 +42,11 @@ pub struct Ctx {
 /// whether it exists and takes the method. The connection layer asks this (after the
 /// service's authorisation) before it reads a body or sends `100 Continue`; `dispatch`
 /// asks it first too.
-pub fn check_head(route: Route<'_>) -> Result<(), ApiError> {
-    match route {
-        Route::Found { .. } => Ok(()),
-        Route::MethodNotAllowed { allow, .. } => Err(ApiError::MethodNotAllowed { allow }),
-        Route::NotFound => Err(ApiError::NotFound("route")),
+pub fn check_head(route: Routed) -> Result<Endpoint, ApiError> {
+    match route.outcome() {
+        Outcome::Found(endpoint) => Ok(endpoint),
+        Outcome::MethodNotAllowed { allow } => Err(ApiError::MethodNotAllowed { allow }),
+        Outcome::NotFound => Err(ApiError::NotFound("route")),
     }
 }
 
@@ -56,16 +56,11 @@ pub fn check_head(route: Route<'_>) -> Result<(), ApiError> {
 pub fn dispatch(
     ctx: &Ctx,
     req: &Request,
-    route: Route<'_>,
+    route: Routed,
     caller: Option<&str>,
 ) -> Result<Response, ApiError> {
-    check_head(route)?;
-    let Route::Found { endpoint, id, .. } = route else {
-        return Err(ApiError::internal(
-            "check_head let an unrouted request through",
-        ));
-    };
-    let id = || UserId::parse(id.unwrap_or(""));
+    let endpoint = check_head(route)?;
+    let id = || UserId::parse(route.capture(&req.path));
     match endpoint {
         Endpoint::CreateUser => users::create(ctx, req, caller),
         Endpoint::ListUsers => users::list(ctx, req),
@@ -77,7 +72,10 @@ pub fn dispatch(
         Endpoint::Live => health::live(),
         Endpoint::Metrics => meta::metrics(ctx),
         Endpoint::OpenApi => meta::openapi(),
-        Endpoint::Admin(asset) => admin::serve(req, asset),
+        Endpoint::Admin => match AdminAsset::parse(route.capture(&req.path)) {
+            Some(asset) => admin::serve(req, asset),
+            None => Err(ApiError::NotFound("route")),
+        },
     }
 }
 

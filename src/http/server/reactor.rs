@@ -542,9 +542,10 @@ impl Reactor {
         let Some(conn) = self.table.get(i) else {
             return false;
         };
-        let Some(pending) = conn.reader.pending_request() else {
+        let Some(pending) = conn.reader.pending_request_mut() else {
             return true;
         };
+        pending.note = self.handler.note(pending);
         let mut request = pending.clone();
         let peer = conn.peer;
         request.peer = Some(peer);
@@ -619,6 +620,9 @@ impl Reactor {
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
     /// A request the handler can answer at once is answered here instead.
     fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
+        if ready.request.note.is_none() {
+            ready.request.note = self.handler.note(&ready.request);
+        }
         if self.handler.is_immediate(&ready.request) {
             return self.answer(i, *ready, now);
         }

@@ -116,6 +116,14 @@ impl Reader {
         }
     }
 
+    /// As [`pending_request`](Self::pending_request), to put the handler's note on it.
+    pub(crate) fn pending_request_mut(&mut self) -> Option<&mut Request> {
+        match &mut self.state {
+            State::Body(b) => Some(&mut b.head.request),
+            State::Head { .. } => None,
+        }
+    }
+
     /// The most body bytes the pending request may still need: what a read should
     /// take at most, and what a body in progress may come to hold.
     pub(crate) fn body_bound(&self, max_body_bytes: usize) -> usize {
