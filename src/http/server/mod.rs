@@ -16,7 +16,7 @@
 //! tokio-postgres' tokio), so it costs no extra build.
 
 mod chunked;
-mod conn;
+mod connection;
 mod date;
 mod parse;
 mod reactor;

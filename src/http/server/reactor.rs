@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{After, Conn, Gone, LINGER_BUDGET, Stage};
+use super::connection::{After, Connection, Gone, LINGER_BUDGET, Stage};
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
@@ -83,7 +83,7 @@ enum Slot {
     Free {
         next: Option<usize>,
     },
-    Here(Conn),
+    Here(Connection),
     /// At a worker; the slot (and so the token) stays reserved until it comes back.
     /// `readable`: readiness was reported meanwhile.
     Away {
@@ -108,7 +108,7 @@ struct Table {
 }
 
 impl Table {
-    fn insert(&mut self, conn: Conn) -> usize {
+    fn insert(&mut self, conn: Connection) -> usize {
         self.live += 1;
         let ip = conn.peer.ip().to_canonical();
         *self.per_peer.entry(ip).or_insert(0) += 1;
@@ -125,14 +125,14 @@ impl Table {
         self.per_peer.get(&ip).copied().unwrap_or(0)
     }
 
-    fn peek(&self, i: usize) -> Option<&Conn> {
+    fn peek(&self, i: usize) -> Option<&Connection> {
         match self.slots.get(i) {
             Some(Slot::Here(conn)) => Some(conn),
             _ => None,
         }
     }
 
-    fn place(&mut self, conn: Conn) -> usize {
+    fn place(&mut self, conn: Connection) -> usize {
         match self.free {
             Some(i) => {
                 self.free = match self.slots[i] {
@@ -149,7 +149,7 @@ impl Table {
         }
     }
 
-    fn get(&mut self, i: usize) -> Option<&mut Conn> {
+    fn get(&mut self, i: usize) -> Option<&mut Connection> {
         match self.slots.get_mut(i) {
             Some(Slot::Here(conn)) => Some(conn),
             _ => None,
@@ -157,7 +157,7 @@ impl Table {
     }
 
     /// Hands a connection out, keeping its slot.
-    fn lend(&mut self, i: usize) -> Option<Conn> {
+    fn lend(&mut self, i: usize) -> Option<Connection> {
         match self.slots.get_mut(i) {
             Some(slot @ Slot::Here(_)) => {
                 match std::mem::replace(slot, Slot::Away { readable: false }) {
@@ -169,7 +169,7 @@ impl Table {
         }
     }
 
-    fn give_back(&mut self, i: usize, mut conn: Conn) {
+    fn give_back(&mut self, i: usize, mut conn: Connection) {
         if let Some(slot @ Slot::Away { .. }) = self.slots.get_mut(i) {
             if let Slot::Away { readable: true } = slot {
                 conn.maybe_readable = true;
@@ -430,7 +430,7 @@ impl Reactor {
                     }
                     return;
                 }
-                Step::Ready(ready) => return self.dispatch(i, ready, now),
+                Step::Ready(ready) => return self.schedule(i, ready, now),
                 Step::Reject(rejection) => {
                     return self.reject(i, rejection.status, &rejection.message, false, now);
                 }
@@ -618,7 +618,7 @@ impl Reactor {
 
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
     /// A request the handler can answer at once is answered here instead.
-    fn dispatch(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
+    fn schedule(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
         if self.handler.is_immediate(&ready.request) {
             return self.answer(i, *ready, now);
         }
@@ -838,7 +838,7 @@ impl Reactor {
                             continue;
                         }
                     };
-                    let conn = Conn::new(stream, peer, now + self.timeouts.header);
+                    let conn = Connection::new(stream, peer, now + self.timeouts.header);
                     let i = self.table.insert(conn);
                     let registered = match self.table.get(i) {
                         Some(conn) => self.poll.registry().register(

@@ -10,7 +10,7 @@ use std::mem;
 use crate::http::{Body, Method, Request};
 
 use super::chunked::{self, Decoder};
-use super::parse::{self, Framing, Head, Limits, Rejection};
+use super::parse::{self, BodyLength, Head, Limits, Rejection};
 
 /// What the connection should do next.
 #[derive(Debug)]
@@ -212,19 +212,19 @@ impl Reader {
     /// After a complete head: deliver at once, or wait for the body to be allowed.
     fn start_body(&mut self, head: Head, buf: &[u8], limits: &Limits) -> Step {
         self.state = State::Head { scanned: 0 };
-        let kind = match head.framing {
-            Framing::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
+        let kind = match head.body_length {
+            BodyLength::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
             // Not a byte of it is read: the handler decides the status (auth comes first),
             // and the connection closes after the response.
-            Framing::TooLarge(declared) => {
+            BodyLength::TooLarge(declared) => {
                 // What is buffered already belongs to that body and goes with the buffer.
                 let buffered = u64::try_from(buf.len()).unwrap_or(u64::MAX);
                 let mut ready = ready(head, Body::TooLarge);
                 ready.unread_body = declared.saturating_sub(buffered);
                 return Step::Ready(Box::new(ready));
             }
-            Framing::Length(n) => BodyKind::Length { left: n },
-            Framing::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
+            BodyLength::Fixed(n) => BodyKind::Length { left: n },
+            BodyLength::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
         };
         self.state = State::Body(Box::new(BodyState {
             head,

@@ -13,21 +13,21 @@ use mio::{Token, Waker};
 use crate::http::{Handler, Request, Response, request_id};
 
 use super::Stopper;
-use super::conn::{After, Conn, Stage};
+use super::connection::{After, Connection, Stage};
 use super::reader::Ready;
 use super::response::{self, Framing};
 
 /// A complete request and the connection it came on.
 pub(crate) struct Job {
     pub token: Token,
-    pub conn: Conn,
+    pub conn: Connection,
     pub ready: Box<Ready>,
 }
 
 /// A connection coming back to the reactor, its response written or under way.
 pub(crate) struct Returned {
     pub token: Token,
-    pub conn: Conn,
+    pub conn: Connection,
     /// The socket failed while writing: close it without further ado.
     pub broken: bool,
 }
@@ -76,14 +76,19 @@ pub(crate) fn run(shared: &Shared, back: &Sender<Returned>) {
 
 /// Runs the handler and writes as much of the response as the socket takes now.
 /// Returns true when the socket failed.
-fn serve(shared: &Shared, conn: &mut Conn, ready: Ready) -> bool {
+fn serve(shared: &Shared, conn: &mut Connection, ready: Ready) -> bool {
     respond(shared.handler.as_ref(), &shared.stopper, conn, ready);
     conn.flush().is_err()
 }
 
 /// Runs the handler and puts the framed response in the connection's output, leaving
 /// the connection ready to write it.
-pub(crate) fn respond(handler: &dyn Handler, stopper: &Stopper, conn: &mut Conn, ready: Ready) {
+pub(crate) fn respond(
+    handler: &dyn Handler,
+    stopper: &Stopper,
+    conn: &mut Connection,
+    ready: Ready,
+) {
     let Ready {
         request,
         keep_alive,

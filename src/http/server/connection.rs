@@ -1,7 +1,7 @@
 //! One client connection: its non-blocking socket, the bytes read but not yet parsed, the
 //! bytes still to be written, and what it is waiting for.
 //!
-//! A `Conn` is owned by exactly one thread at a time: the reactor while it is idle,
+//! A `Connection` is owned by exactly one thread at a time: the reactor while it is idle,
 //! reading a request or finishing a write; a worker while its request runs. It moves
 //! between them by value, so no lock guards it.
 
@@ -44,7 +44,7 @@ pub(crate) const LINGER_BUDGET: u64 = 256 * 1024;
 pub(crate) struct Gone;
 
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Connection {
     pub stream: Transport,
     pub peer: SocketAddr,
     /// Read but not yet consumed by the reader. Empty (and unallocated) while idle.
@@ -77,9 +77,9 @@ pub(crate) struct Conn {
     pub idle_spell: u64,
 }
 
-impl Conn {
-    pub(crate) fn new(stream: Transport, peer: SocketAddr, deadline: Instant) -> Conn {
-        Conn {
+impl Connection {
+    pub(crate) fn new(stream: Transport, peer: SocketAddr, deadline: Instant) -> Connection {
+        Connection {
             stream,
             peer,
             buf: Vec::new(),
