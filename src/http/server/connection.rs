@@ -72,9 +72,6 @@ pub(crate) struct Connection {
     pub reserved: usize,
     /// The client's FIN (or an error) was reported: read on to the end of the stream.
     pub hup: bool,
-    /// Which of its idle spells this is: the reactor's queue of idle connections names
-    /// each entry's spell, so an entry left from an earlier one is recognised as stale.
-    pub idle_spell: u64,
 }
 
 impl Connection {
@@ -93,7 +90,6 @@ impl Connection {
             maybe_readable: true,
             wants_writable: false,
             answered: false,
-            idle_spell: 0,
             reserved: 0,
             hup: false,
         }
