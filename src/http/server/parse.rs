@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::http::{Method, Request};
+use crate::http::{Body, Method, Request};
 
 /// The size limits that apply while reading a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,6 +287,44 @@ fn names_another_http_version(buf: &[u8]) -> bool {
         Some([major]) => major.is_ascii_digit(),
         Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
         _ => false,
+    }
+}
+
+/// The inverse of parsing, for tests and tools that play the client.
+impl Request {
+    /// The request as an HTTP/1.1 client sends it: its body with a `Content-Length`, or
+    /// chunked in pieces of `chunk` bytes.
+    pub fn to_wire(&self, chunk: Option<usize>) -> Vec<u8> {
+        let mut out = format!("{} {}", self.method, self.path).into_bytes();
+        if let Some(query) = &self.query {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let body = match &self.body {
+            Body::Complete(body) => body.as_slice(),
+            Body::TooLarge => &[],
+        };
+        match chunk {
+            _ if body.is_empty() => out.extend_from_slice(b"\r\n"),
+            Some(size) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for part in body.chunks(size.max(1)) {
+                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            None => {
+                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                out.extend_from_slice(body);
+            }
+        }
+        out
     }
 }
 

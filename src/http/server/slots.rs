@@ -239,6 +239,18 @@ mod tests {
         !c.busy
     }
 
+    /// A connection just accepted: placed and queued as idle, as the reactor does.
+    fn accepted(slots: &mut Slots<Fake>, name: &'static str) -> usize {
+        let i = slots.insert(fake(name), A);
+        slots.queue_idle(i, idle);
+        i
+    }
+
+    /// Closes the connection idle the longest and names it.
+    fn close_oldest(slots: &mut Slots<Fake>) -> Option<&'static str> {
+        slots.close_oldest_idle(idle).map(|c| c.name)
+    }
+
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
@@ -321,50 +333,44 @@ mod tests {
     #[test]
     fn oldest_idle_connection_is_closed_first() {
         let mut slots = Slots::default();
-        let a = slots.insert(fake("a"), A);
-        slots.queue_idle(a, idle);
-        let b = slots.insert(fake("b"), A);
-        slots.queue_idle(b, idle);
-        assert_eq!(slots.close_oldest_idle(idle).map(|c| c.name), Some("a"));
-        assert_eq!(slots.close_oldest_idle(idle).map(|c| c.name), Some("b"));
-        assert!(slots.close_oldest_idle(idle).is_none());
+        accepted(&mut slots, "a");
+        accepted(&mut slots, "b");
+        assert_eq!(close_oldest(&mut slots), Some("a"));
+        assert_eq!(close_oldest(&mut slots), Some("b"));
+        assert_eq!(close_oldest(&mut slots), None);
         assert_eq!(slots.live(), 0);
     }
 
     #[test]
     fn busy_connection_is_never_closed_as_idle() {
         let mut slots = Slots::default();
-        let a = slots.insert(fake("a"), A);
-        slots.queue_idle(a, idle);
+        let a = accepted(&mut slots, "a");
         if let Some(c) = slots.get(a) {
             c.busy = true;
         }
-        assert!(slots.close_oldest_idle(idle).is_none());
+        assert_eq!(close_oldest(&mut slots), None);
         assert_eq!(slots.live(), 1);
     }
 
     #[test]
     fn idle_entry_of_an_earlier_spell_is_stale_when_the_connection_idles_again() {
         let mut slots = Slots::default();
-        let a = slots.insert(fake("a"), A);
-        slots.queue_idle(a, idle);
-        let b = slots.insert(fake("b"), A);
-        slots.queue_idle(b, idle);
+        let a = accepted(&mut slots, "a");
+        accepted(&mut slots, "b");
         // `a` served a request and idles again: it is now younger than `b`.
         slots.queue_idle(a, idle);
-        assert_eq!(slots.close_oldest_idle(idle).map(|c| c.name), Some("b"));
-        assert_eq!(slots.close_oldest_idle(idle).map(|c| c.name), Some("a"));
+        assert_eq!(close_oldest(&mut slots), Some("b"));
+        assert_eq!(close_oldest(&mut slots), Some("a"));
     }
 
     #[test]
     fn idle_entry_of_a_reused_slot_is_stale() {
         let mut slots = Slots::default();
-        let a = slots.insert(fake("a"), A);
-        slots.queue_idle(a, idle);
+        let a = accepted(&mut slots, "a");
         slots.remove(a);
         // The slot is reused by a connection never queued as idle.
         assert_eq!(slots.insert(fake("b"), A), a);
-        assert!(slots.close_oldest_idle(idle).is_none());
+        assert_eq!(close_oldest(&mut slots), None);
         assert_eq!(slots.live(), 1);
     }
 
