@@ -39,7 +39,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Poll, Waker};
+
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+/// For the application's tests: a handler called as the workers call it.
+#[cfg(test)]
+pub(crate) use worker::call_handler;
 
 use super::Handler;
 use super::client_addr::Cidr;

@@ -114,30 +114,32 @@ pub(crate) fn respond(
 
 /// The handler's response, or a 500 if it panicked or answered with a status that
 /// cannot be a final response.
-pub(crate) fn call_handler(handler: &dyn Handler, request: Request) -> Response {
-    // Only the client's request id is kept for the error paths (an allocation only when
-    // the client sent one), so that even this last-resort 500 carries it.
-    let id = request.header("x-request-id").map(str::to_owned);
+///
+/// The one `catch_unwind` on a request's way: the worker thread (or the reactor, for an
+/// immediate answer) survives any handler. A handler that keeps records (the app's
+/// metrics and access log) writes them while its panic unwinds; the request carries its
+/// id from here on, so its records and this 500 name the same one.
+pub(crate) fn call_handler(handler: &dyn Handler, mut request: Request) -> Response {
+    let id = request_id::assign(&mut request);
     match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
         Ok(resp) if (200..=599).contains(&resp.status) => resp,
         Ok(resp) => {
             log::error!(
-                "handler answered with status {}, which is not a final status",
+                "request {id}: the handler answered with status {}, which is not a final status",
                 resp.status
             );
-            internal_error(id.as_deref())
+            internal_error(id)
         }
         Err(_) => {
             // The panic message itself went to stderr through the panic hook.
-            log::error!("handler panicked");
-            internal_error(id.as_deref())
+            log::error!("request {id}: the handler panicked");
+            internal_error(id)
         }
     }
 }
 
-fn internal_error(client_id: Option<&str>) -> Response {
-    Response::error(500, "internal server error")
-        .with_header("X-Request-Id", request_id::from_header(client_id))
+fn internal_error(id: String) -> Response {
+    Response::error(500, "internal server error").with_header("X-Request-Id", id)
 }
 
 #[cfg(test)]
@@ -153,6 +155,21 @@ mod tests {
         assert_eq!(resp.status, 500);
         assert_eq!(resp.body, b"{\"error\":\"internal server error\"}\n");
         assert_eq!(resp.header("x-request-id"), Some("abc"));
+    }
+
+    #[test]
+    fn handler_sees_the_request_id_its_500_carries_when_the_client_sent_none() {
+        let seen = Arc::new(Mutex::new(None));
+        let noted = Arc::clone(&seen);
+        let handler = move |req: Request| -> Response {
+            *noted.lock().unwrap() = req.header("x-request-id").map(str::to_owned);
+            panic!("boom")
+        };
+        let resp = call_handler(&handler, Request::new(Method::Get, "/"));
+        assert_eq!(resp.status, 500);
+        let sent = resp.header("x-request-id").map(str::to_owned);
+        assert!(sent.is_some());
+        assert_eq!(*seen.lock().unwrap(), sent);
     }
 
     #[test]
