@@ -27,9 +27,11 @@ enum Slot<C> {
 struct Meta {
     /// The peer's address, kept while the connection is away too.
     peer: Option<IpAddr>,
-    /// The idle spell the slot's connection is in, if it was queued as idle: an entry
-    /// of the idle queue naming an older spell (or a freed slot) is stale.
-    spell: Option<u64>,
+    /// The idle spell the slot's connection is in (0: never queued as idle): an entry of
+    /// the idle queue naming an older spell (or a freed slot) is stale. 32 bits, as a
+    /// slot's metadata is kept for every slot: a stale entry is dropped long before the
+    /// spells wrap round (see `queue_idle`).
+    spell: u32,
 }
 
 /// Connections by token, with a free list so tokens are reused.
@@ -46,8 +48,9 @@ pub(crate) struct Slots<C> {
     /// oldest first, each with the idle spell it was queued for; entries whose
     /// connection moved on are skipped when met. At the cap the oldest is closed to make
     /// room, so that one client's idle connections cannot lock everyone else out.
-    idle: VecDeque<(usize, u64)>,
-    next_spell: u64,
+    idle: VecDeque<(usize, u32)>,
+    /// The spell given next; never 0.
+    next_spell: u32,
 }
 
 impl<C> Default for Slots<C> {
@@ -59,7 +62,7 @@ impl<C> Default for Slots<C> {
             live: 0,
             per_peer: HashMap::new(),
             idle: VecDeque::new(),
-            next_spell: 0,
+            next_spell: 1,
         }
     }
 }
@@ -75,7 +78,7 @@ impl<C> Slots<C> {
         }
         self.meta[i] = Meta {
             peer: Some(ip),
-            spell: None,
+            spell: 0,
         };
         i
     }
@@ -191,8 +194,8 @@ impl<C> Slots<C> {
             return;
         }
         let spell = self.next_spell;
-        self.next_spell += 1;
-        self.meta[i].spell = Some(spell);
+        self.next_spell = self.next_spell.checked_add(1).unwrap_or(1);
+        self.meta[i].spell = spell;
         self.idle.push_back((i, spell));
         // Stale entries are dropped lazily; this bounds how many can pile up.
         if self.idle.len() > 2 * self.live + 64 {
@@ -214,9 +217,8 @@ impl<C> Slots<C> {
 
     /// Whether slot `i` holds a connection still in the idle spell `spell`: queued then,
     /// and with nothing under way since.
-    fn is_idle_in(&self, i: usize, spell: u64, is_idle: &impl Fn(&C) -> bool) -> bool {
-        self.meta.get(i).is_some_and(|m| m.spell == Some(spell))
-            && self.peek(i).is_some_and(is_idle)
+    fn is_idle_in(&self, i: usize, spell: u32, is_idle: &impl Fn(&C) -> bool) -> bool {
+        self.meta.get(i).is_some_and(|m| m.spell == spell) && self.peek(i).is_some_and(is_idle)
     }
 }
 
@@ -372,6 +374,18 @@ mod tests {
         assert_eq!(slots.insert(fake("b"), A), a);
         assert_eq!(close_oldest(&mut slots), None);
         assert_eq!(slots.live(), 1);
+    }
+
+    #[test]
+    fn spells_wrap_round_past_zero_which_means_never_queued() {
+        let mut slots = Slots::default();
+        slots.next_spell = u32::MAX;
+        let a = accepted(&mut slots, "a");
+        accepted(&mut slots, "b");
+        assert_eq!(slots.meta[a].spell, u32::MAX);
+        assert_eq!(slots.next_spell, 2, "0 is skipped");
+        assert_eq!(close_oldest(&mut slots), Some("a"));
+        assert_eq!(close_oldest(&mut slots), Some("b"));
     }
 
     #[test]
