@@ -378,8 +378,10 @@ mod tests {
 
     #[test]
     fn spells_wrap_round_past_zero_which_means_never_queued() {
-        let mut slots = Slots::default();
-        slots.next_spell = u32::MAX;
+        let mut slots = Slots {
+            next_spell: u32::MAX,
+            ..Slots::default()
+        };
         let a = accepted(&mut slots, "a");
         accepted(&mut slots, "b");
         assert_eq!(slots.meta[a].spell, u32::MAX);
