@@ -1,10 +1,9 @@
-//! The application as the connection layer sees it: one `Handler` that gives every
-//! request an id, authorises it, runs it behind `catch_unwind`, counts it and writes its
-//! access line.
+//! The application as the connection layer sees it: one `Handler` that reads every
+//! request's id, authorises it, runs it, counts it and writes its access line, even when
+//! it panics (the connection layer catches the panic and answers 500).
 
 use std::fmt;
 use std::net::IpAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -161,36 +160,50 @@ impl Service {
         if let Some(key) = key {
             key.count_request();
         }
-        let outcome = match self.rate_limit(client, route).and_then(|()| access.check()) {
-            Err(e) => Ok(Err(e)),
-            Ok(()) => catch_unwind(AssertUnwindSafe(|| {
-                dispatch(&self.ctx, &req, route, key.map(|k| k.name()))
-            })),
+        let outcome = {
+            // The connection layer catches a panic and answers 500 (and logs it with the
+            // id, which it gave the request): counting it and its access line are ours.
+            let _on_panic = OnPanic(|| {
+                let mut resp = ApiError::internal("handler panicked").to_response();
+                resp.headers.push(("X-Request-Id", rid.clone()));
+                self.record(client, &req, route, &resp, start, key.map(|k| k.name()));
+            });
+            self.rate_limit(client, route)
+                .and_then(|()| access.check())
+                .and_then(|()| dispatch(&self.ctx, &req, route, key.map(|k| k.name())))
         };
         let mut resp = match outcome {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
+            Ok(resp) => resp,
+            Err(e) => {
                 log_error(&e, &rid);
                 e.to_response()
-            }
-            Err(_) => {
-                // The panic message itself went to stderr through the panic hook.
-                error!("request {rid}: the handler panicked");
-                ApiError::internal("handler panicked").to_response()
             }
         };
         resp.headers.push(("X-Request-Id", rid));
         if let Some(s) = &self.served_by {
             resp.headers.push(("X-Served-By", s.clone()));
         }
+        self.record(client, &req, route, &resp, start, key.map(|k| k.name()));
+        resp
+    }
+
+    /// Counts a request answered and writes its access line.
+    fn record(
+        &self,
+        client: Option<IpAddr>,
+        req: &Request,
+        route: Routed,
+        resp: &Response,
+        start: Instant,
+        key: Option<&str>,
+    ) {
         let took = start.elapsed();
         self.ctx
             .metrics
             .observe(&req.method, route.label(), resp.status, took);
         if log::log_enabled!(log::Level::Info) {
-            access_line(client, &req, &resp, took, key.map(|k| k.name()));
+            access_line(client, req, resp, took, key);
         }
-        resp
     }
 
     /// The route the connection layer noted at head time, or, for a request that did
@@ -215,6 +228,18 @@ impl Service {
             .map_err(|wait| ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
             })
+    }
+}
+
+/// Runs its closure if dropped while the thread panics: what must happen on the way out
+/// of a request that panicked.
+struct OnPanic<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
     }
 }
 
@@ -329,6 +354,7 @@ mod tests {
     use crate::config::Config;
     use crate::db::Db;
     use crate::http::Method;
+    use crate::http::server::call_handler;
     use crate::metrics::Metrics;
 
     /// A service whose database is never reached by these tests.
@@ -363,14 +389,96 @@ mod tests {
         r
     }
 
+    /// The app as the workers run it, with a `dispatch` that panics.
+    struct Panicking(Service);
+
+    impl Handler for Panicking {
+        fn handle(&self, req: Request) -> Response {
+            self.0.serve(req, |_, _, _, _| panic!("boom"))
+        }
+    }
+
+    /// Log lines written while the test runs, from every test of this binary.
+    fn captured_log() -> &'static std::sync::Mutex<Vec<String>> {
+        struct Capture;
+        static LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                if let Ok(mut lines) = LINES.lock() {
+                    lines.push(record.args().to_string());
+                }
+            }
+            fn flush(&self) {}
+        }
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            if log::set_boxed_logger(Box::new(Capture)).is_ok() {
+                log::set_max_level(log::LevelFilter::Info);
+            }
+        });
+        &LINES
+    }
+
+    fn lines_naming(id: &str) -> Vec<String> {
+        let lines = captured_log().lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().filter(|l| l.contains(id)).cloned().collect()
+    }
+
     #[test]
-    fn panic_in_a_handler_gives_500_and_the_next_request_is_served() {
-        let s = service(None);
-        let resp = s.serve(get("/health/live"), |_, _, _, _| panic!("boom"));
+    fn panic_in_a_handler_gives_500_counted_and_logged_with_its_id_and_the_next_request_is_served()
+    {
+        captured_log();
+        let app = Panicking(service(None));
+        let req = get("/health/live").with_header("X-Request-Id", "panic-test-1");
+        let resp = call_handler(&app, req);
         assert_eq!(resp.status, 500);
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(body, serde_json::json!({"error": "internal server error"}));
-        assert_eq!(s.handle(get("/health/live")).status, 200);
+        assert_eq!(resp.header("x-request-id"), Some("panic-test-1"));
+
+        let metrics = app.0.ctx.metrics.render(Default::default(), None);
+        assert!(
+            metrics.contains(
+                "http_requests_total{method=\"GET\",route=\"/health/live\",status=\"500\"} 1\n"
+            ),
+            "{metrics}"
+        );
+        let logged = lines_naming("panic-test-1");
+        assert_eq!(
+            logged
+                .iter()
+                .filter(|l| l.contains("the handler panicked"))
+                .count(),
+            1,
+            "{logged:?}"
+        );
+        let access: Vec<_> = logged.iter().filter(|l| l.contains(" 500 ")).collect();
+        assert_eq!(access.len(), 1, "{logged:?}");
+        assert!(access[0].contains("id=panic-test-1"), "{logged:?}");
+
+        assert_eq!(app.0.handle(get("/health/live")).status, 200);
+    }
+
+    #[test]
+    fn panic_is_logged_under_the_id_its_500_carries_when_the_client_sent_none() {
+        captured_log();
+        let app = Panicking(service(None));
+        let resp = call_handler(&app, get("/health/live"));
+        let id = resp.header("x-request-id").expect("an id").to_owned();
+        let logged = lines_naming(&id);
+        assert!(
+            logged
+                .iter()
+                .any(|l| l.contains(" 500 ") && l.contains(&format!("id={id}"))),
+            "{logged:?}"
+        );
+        assert!(
+            logged.iter().any(|l| l.contains("the handler panicked")),
+            "{logged:?}"
+        );
     }
 
     #[test]

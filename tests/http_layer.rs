@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use support::{Client, Gate, READ_LIMIT, TestServer, echo, join_within, quick_config};
 use user_api::http::server::{Server, ServerConfig};
-use user_api::http::{Handler, Note, Request, Response};
+use user_api::http::{Handler, Method, Note, Request, Response};
 
 const GET: &str = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -926,22 +926,14 @@ fn valid_request() -> impl Strategy<Value = (Vec<u8>, String, bool)> {
     let method = prop_oneof![Just("GET"), Just("HEAD"), Just("POST"), Just("DELETE")];
     let body = proptest::collection::vec(b'a'..=b'z', 0..200);
     (method, "/[a-z0-9]{0,10}", body, any::<bool>()).prop_map(|(method, path, body, chunked)| {
-        let mut out = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n").into_bytes();
-        if body.is_empty() {
-            out.extend_from_slice(b"\r\n");
-        } else if chunked {
-            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-            for part in body.chunks(50) {
-                out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                out.extend_from_slice(part);
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"0\r\n\r\n");
-        } else {
-            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-            out.extend_from_slice(&body);
-        }
-        (out, path, method == "HEAD")
+        let request = Request::new(Method::parse(method), &path)
+            .with_header("Host", "t")
+            .with_body(body);
+        (
+            request.to_wire(chunked.then_some(50)),
+            path,
+            method == "HEAD",
+        )
     })
 }
 

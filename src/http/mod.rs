@@ -235,8 +235,13 @@ pub struct Refusal<'a> {
 }
 
 /// What the connection layer calls for every complete request. The whole application is
-/// one of these; it must not panic across this boundary (the app catches its own panics),
-/// but a connection layer should survive one anyway.
+/// one of these.
+///
+/// The layer gives every request a sane `X-Request-Id` (the client's, or a fresh one)
+/// before `handle` sees it, and catches a panic in `handle`, once per request: it logs
+/// it with that id and answers 500, and the thread goes on. A handler that counts or
+/// logs its requests does so for a panicking one while it unwinds. The other methods
+/// run on the layer's own thread and must not panic.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
 

@@ -4,6 +4,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::Request;
+
 /// A client's id is kept when it is 1 to 64 of `[A-Za-z0-9._-]`: safe to echo in a
 /// header and to write in a log line.
 pub fn is_sane(id: &str) -> bool {
@@ -18,6 +20,30 @@ pub fn from_header(value: Option<&str>) -> String {
     match value {
         Some(v) if is_sane(v) => v.to_owned(),
         _ => fresh(),
+    }
+}
+
+/// Gives `req` a sane `X-Request-Id`: the client's own when it is sane, else a fresh one
+/// in its place. Returns the id.
+///
+/// The connection layer does this before the handler runs, so that the handler's access
+/// line and the layer's own 500 (should the handler panic) name the same id.
+pub fn assign(req: &mut Request) -> String {
+    let sent = req
+        .headers
+        .iter_mut()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
+    match sent {
+        Some((_, value)) if is_sane(value) => value.clone(),
+        Some((_, value)) => {
+            *value = fresh();
+            value.clone()
+        }
+        None => {
+            let id = fresh();
+            req.headers.push(("x-request-id".to_owned(), id.clone()));
+            id
+        }
     }
 }
 
@@ -51,6 +77,7 @@ fn splitmix64(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Method;
 
     #[test]
     fn client_id_is_kept_when_sane() {
@@ -74,6 +101,33 @@ mod tests {
             id.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
             "{id}"
+        );
+    }
+
+    #[test]
+    fn assigned_id_is_the_clients_own_when_sane_and_a_fresh_one_in_its_place_otherwise() {
+        let mut kept = Request::new(Method::Get, "/").with_header("X-Request-Id", "abc.1");
+        assert_eq!(assign(&mut kept), "abc.1");
+        assert_eq!(kept.headers.len(), 1);
+
+        let mut replaced = Request::new(Method::Get, "/").with_header("X-Request-Id", "a b");
+        let id = assign(&mut replaced);
+        assert!(is_sane(&id) && id != "a b");
+        assert_eq!(replaced.header("x-request-id"), Some(id.as_str()));
+        assert_eq!(replaced.headers.len(), 1, "replaced, not added");
+
+        let mut missing = Request::new(Method::Get, "/").with_header("Host", "t");
+        let id = assign(&mut missing);
+        assert!(is_sane(&id));
+        assert_eq!(missing.header("x-request-id"), Some(id.as_str()));
+        assert_eq!(
+            missing.headers[0].0, "host",
+            "added after what the client sent"
+        );
+        assert_eq!(
+            from_header(missing.header("x-request-id")),
+            id,
+            "read back the same"
         );
     }
 

@@ -1,5 +1,6 @@
 //! What the connection layer refuses by itself (400, 431, 501, 505, 408, the 503s) is
-//! counted in `/metrics` like any other answer, so a flood of them is visible.
+//! counted in `/metrics` like any other answer and written in the access log, once each, so
+//! a flood of them is visible.
 
 use crate::common::spawn_app_with;
 use crate::support::Client;
@@ -72,5 +73,62 @@ fn layer_refusals_are_written_to_the_access_log_with_the_method_clipped() {
         long.len() < 400,
         "the method was not clipped: {} bytes",
         long.len()
+    );
+}
+
+/// Starts the app (with `vars`) logging at info, has it refuse `raw` with `status`, and
+/// checks the refusal is counted once under that status and written in exactly one
+/// access line.
+fn refusal_is_counted_and_logged_once(vars: &[(&str, String)], raw: &str, status: u16) {
+    let db = crate::common::fresh_database();
+    let mut env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("LOG_LEVEL", "info".into()),
+    ];
+    env.extend(vars.iter().cloned());
+    let server = crate::chaos_support::ServerProcess::start(&env);
+    let mut c = Client::connect(server.addr);
+    c.send(raw);
+    assert_eq!(c.response().status, status);
+
+    // `" 431 "`: where an access line has its status, after the quoted request line.
+    let field = format!("\" {status} ");
+    let log = crate::common::poll_until(std::time::Duration::from_secs(5), || {
+        let log = server.stderr();
+        log.contains(&field).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no access line for the {status}:\n{}", server.stderr()));
+    let metrics =
+        crate::common::client::send(server.addr, "GET", "/metrics", &[], None).expect("metrics");
+    assert_eq!(
+        total_with_status(&metrics.text(), status),
+        1.0,
+        "http_requests_total with status {status}:\n{}",
+        metrics.text()
+    );
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&field)).collect();
+    assert_eq!(lines.len(), 1, "access lines for the {status}:\n{log}");
+    assert!(
+        lines[0].contains("refused by the connection layer"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn head_too_large_431_is_counted_and_written_in_one_access_line() {
+    let raw = format!(
+        "GET /users HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    refusal_is_counted_and_logged_once(&[], &raw, 431);
+}
+
+#[test]
+fn head_too_slow_408_is_counted_and_written_in_one_access_line() {
+    refusal_is_counted_and_logged_once(
+        &[("HEADER_TIMEOUT_MS", "300".into())],
+        "GET /users HTTP/1.1\r\nHost: t\r\n",
+        408,
     );
 }

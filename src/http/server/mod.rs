@@ -15,13 +15,17 @@
 //! descriptor an `unsafe` call. `mio` is also already in the dependency tree (through
 //! tokio-postgres' tokio), so it costs no extra build.
 
+mod accept;
 mod chunked;
-mod conn;
+mod connection;
 mod date;
+mod deadlines;
+mod exchange;
 mod parse;
 mod reactor;
 mod reader;
 mod response;
+mod slots;
 mod transport;
 mod worker;
 
@@ -35,7 +39,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Poll, Waker};
+
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+/// For the application's tests: a handler called as the workers call it.
+#[cfg(test)]
+pub(crate) use worker::call_handler;
 
 use super::Handler;
 use super::client_addr::Cidr;
@@ -263,9 +271,9 @@ impl Server {
         }
         drop((back_tx, exit_tx));
 
+        let channels = (job_tx, back_rx);
         let reactor =
-            reactor::Reactor::new(poll, listener, &config, job_tx, back_rx, handler, stopper)
-                .with_https(https);
+            reactor::Reactor::new(poll, listener, &config, channels, handler, stopper, https)?;
         // The reactor owns the job queue's sender: once it returns, the workers finish
         // what is queued and exit.
         let deadline = reactor.run()?;

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::http::{Method, Request};
+use crate::http::{Body, Method, Request};
 
 /// The size limits that apply while reading a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,13 +36,14 @@ impl Rejection {
     }
 }
 
-/// How the body that follows the head is delimited.
+/// How the body that follows the head is delimited: its "message body length" in
+/// RFC 9112 §6.3's words. (How our *responses* are framed is `response::Framing`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub(crate) enum BodyLength {
     /// No body (no `Content-Length`, no `Transfer-Encoding`, or a length of 0).
     Empty,
     /// Exactly this many bytes, already known to be within the cap.
-    Length(usize),
+    Fixed(usize),
     /// `Transfer-Encoding: chunked`, decoded under the cap.
     Chunked,
     /// The declared length (over the cap): the body is never read for the handler, only
@@ -59,7 +60,7 @@ pub(crate) struct Head {
     pub minor_version: u8,
     /// What the client asked for; the layer may still close (too-large body, shutdown).
     pub keep_alive: bool,
-    pub framing: Framing,
+    pub body_length: BodyLength,
     /// `Expect: 100-continue` from an HTTP/1.1 client.
     pub expect_continue: bool,
 }
@@ -111,7 +112,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection>
         .collect();
 
     let mut request = Request::new(Method::parse(method), origin_form(target));
-    let framing = decide_framing(&headers, minor_version, limits)?;
+    let body_length = decide_body_length(&headers, minor_version, limits)?;
     let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
     match count("host") {
         // RFC 9112 §3.2: two Host fields make the target authority ambiguous.
@@ -154,7 +155,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection>
         request,
         minor_version,
         keep_alive,
-        framing,
+        body_length,
         expect_continue,
     })
 }
@@ -181,11 +182,11 @@ fn origin_form(target: &str) -> &str {
 
 /// RFC 9112 §6.1–6.3, strictest reading: anything a proxy in front of us might frame
 /// differently is refused rather than guessed.
-fn decide_framing(
+fn decide_body_length(
     headers: &[(String, String)],
     minor_version: u8,
     limits: &Limits,
-) -> Result<Framing, Rejection> {
+) -> Result<BodyLength, Rejection> {
     let mut te = headers
         .iter()
         .filter(|(n, _)| n == "transfer-encoding")
@@ -209,7 +210,7 @@ fn decide_framing(
         }
         let mut codings = te.flat_map(|(_, v)| v.split(',')).map(str::trim);
         return match (codings.next(), codings.next()) {
-            (Some(c), None) if c.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            (Some(c), None) if c.eq_ignore_ascii_case("chunked") => Ok(BodyLength::Chunked),
             _ => Err(Rejection::new(
                 501,
                 "only the chunked transfer coding is supported",
@@ -233,10 +234,10 @@ fn decide_framing(
         }
     }
     Ok(match length {
-        None | Some(0) => Framing::Empty,
+        None | Some(0) => BodyLength::Empty,
         Some(n) => match usize::try_from(n) {
-            Ok(n) if n <= limits.max_body_bytes => Framing::Length(n),
-            _ => Framing::TooLarge(n),
+            Ok(n) if n <= limits.max_body_bytes => BodyLength::Fixed(n),
+            _ => BodyLength::TooLarge(n),
         },
     })
 }
@@ -289,6 +290,44 @@ fn names_another_http_version(buf: &[u8]) -> bool {
     }
 }
 
+/// The inverse of parsing, for tests and tools that play the client.
+impl Request {
+    /// The request as an HTTP/1.1 client sends it: its body with a `Content-Length`, or
+    /// chunked in pieces of `chunk` bytes.
+    pub fn to_wire(&self, chunk: Option<usize>) -> Vec<u8> {
+        let mut out = format!("{} {}", self.method, self.path).into_bytes();
+        if let Some(query) = &self.query {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let body = match &self.body {
+            Body::Complete(body) => body.as_slice(),
+            Body::TooLarge => &[],
+        };
+        match chunk {
+            _ if body.is_empty() => out.extend_from_slice(b"\r\n"),
+            Some(size) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for part in body.chunks(size.max(1)) {
+                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            None => {
+                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                out.extend_from_slice(body);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +360,7 @@ mod tests {
         assert_eq!(head.request.headers[0].0, "host");
         assert_eq!(head.minor_version, 1);
         assert!(head.keep_alive);
-        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(head.body_length, BodyLength::Empty);
     }
 
     #[test]
@@ -330,33 +369,33 @@ mod tests {
     }
 
     #[test]
-    fn framing_follows_content_length_when_it_is_within_the_cap() {
+    fn body_length_follows_content_length_when_it_is_within_the_cap() {
         let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n").unwrap();
-        assert_eq!(head.framing, Framing::Length(10));
+        assert_eq!(head.body_length, BodyLength::Fixed(10));
         let head = parse(
             "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
         );
-        assert_eq!(head.unwrap().framing, Framing::Length(7));
+        assert_eq!(head.unwrap().body_length, BodyLength::Fixed(7));
         let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").unwrap();
-        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(head.body_length, BodyLength::Empty);
     }
 
     #[test]
-    fn framing_is_too_large_when_content_length_passes_the_cap() {
+    fn body_length_is_too_large_when_content_length_passes_the_cap() {
         let head = parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n").unwrap();
-        assert_eq!(head.framing, Framing::TooLarge(101));
+        assert_eq!(head.body_length, BodyLength::TooLarge(101));
         let head =
             parse("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\n\r\n");
-        assert_eq!(head.unwrap().framing, Framing::TooLarge(u64::MAX));
+        assert_eq!(head.unwrap().body_length, BodyLength::TooLarge(u64::MAX));
     }
 
     #[test]
-    fn framing_is_chunked_when_transfer_encoding_is_exactly_chunked() {
+    fn body_length_is_chunked_when_transfer_encoding_is_exactly_chunked() {
         for te in ["chunked", "Chunked", " chunked "] {
             let head = parse(&format!(
                 "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:{te}\r\n\r\n"
             ));
-            assert_eq!(head.unwrap().framing, Framing::Chunked, "{te}");
+            assert_eq!(head.unwrap().body_length, BodyLength::Chunked, "{te}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::mem;
 use crate::http::{Body, Method, Request};
 
 use super::chunked::{self, Decoder};
-use super::parse::{self, Framing, Head, Limits, Rejection};
+use super::parse::{self, BodyLength, Head, Limits, Rejection};
 
 /// What the connection should do next.
 #[derive(Debug)]
@@ -220,19 +220,19 @@ impl Reader {
     /// After a complete head: deliver at once, or wait for the body to be allowed.
     fn start_body(&mut self, head: Head, buf: &[u8], limits: &Limits) -> Step {
         self.state = State::Head { scanned: 0 };
-        let kind = match head.framing {
-            Framing::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
+        let kind = match head.body_length {
+            BodyLength::Empty => return Step::Ready(Box::new(ready(head, Body::Complete(vec![])))),
             // Not a byte of it is read: the handler decides the status (auth comes first),
             // and the connection closes after the response.
-            Framing::TooLarge(declared) => {
+            BodyLength::TooLarge(declared) => {
                 // What is buffered already belongs to that body and goes with the buffer.
                 let buffered = u64::try_from(buf.len()).unwrap_or(u64::MAX);
                 let mut ready = ready(head, Body::TooLarge);
                 ready.unread_body = declared.saturating_sub(buffered);
                 return Step::Ready(Box::new(ready));
             }
-            Framing::Length(n) => BodyKind::Length { left: n },
-            Framing::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
+            BodyLength::Fixed(n) => BodyKind::Length { left: n },
+            BodyLength::Chunked => BodyKind::Chunked(Decoder::new(limits.max_header_bytes)),
         };
         self.state = State::Body(Box::new(BodyState {
             head,
@@ -511,23 +511,31 @@ mod tests {
         // Within LIMITS.max_body_bytes: these are requests the reader must deliver whole.
         let body = proptest::collection::vec(any::<u8>(), 0..=32);
         (method, path, body, any::<bool>()).prop_map(|(method, path, body, chunked)| {
-            let mut out = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n").into_bytes();
-            if body.is_empty() {
-                out.extend_from_slice(b"\r\n");
-            } else if chunked {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-                for part in body.chunks(7) {
-                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                    out.extend_from_slice(part);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
-            } else {
-                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-                out.extend_from_slice(&body);
-            }
-            (out, path)
+            let request = Request::new(Method::parse(method), &path)
+                .with_header("Host", "t")
+                .with_body(body);
+            (request.to_wire(chunked.then_some(7)), path)
         })
+    }
+
+    #[test]
+    fn request_read_back_from_its_wire_form_is_the_same_when_chunked_or_not() {
+        let sent = Request::new(Method::Post, "/a/b?x=1&y")
+            .with_header("Host", "t")
+            .with_header("X-Id", "7")
+            .with_body(b"0123456789".to_vec());
+        for chunk in [None, Some(1), Some(3), Some(100)] {
+            let wire = sent.to_wire(chunk);
+            let (steps, rest) = feed(&[&wire]);
+            assert!(rest.is_empty(), "{chunk:?}");
+            let got = &ready(&steps[0]).request;
+            assert_eq!(
+                (&got.method, &got.path, &got.query),
+                (&sent.method, &sent.path, &sent.query)
+            );
+            assert_eq!(got.header("x-id"), Some("7"), "{chunk:?}");
+            assert_eq!(got.body, sent.body, "{chunk:?}");
+        }
     }
 
     proptest! {

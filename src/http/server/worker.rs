@@ -13,21 +13,21 @@ use mio::{Token, Waker};
 use crate::http::{Handler, Request, Response, request_id};
 
 use super::Stopper;
-use super::conn::{After, Conn, Stage};
+use super::connection::{After, Connection, Stage};
 use super::reader::Ready;
 use super::response::{self, Framing};
 
 /// A complete request and the connection it came on.
 pub(crate) struct Job {
     pub token: Token,
-    pub conn: Conn,
+    pub conn: Connection,
     pub ready: Box<Ready>,
 }
 
 /// A connection coming back to the reactor, its response written or under way.
 pub(crate) struct Returned {
     pub token: Token,
-    pub conn: Conn,
+    pub conn: Connection,
     /// The socket failed while writing: close it without further ado.
     pub broken: bool,
 }
@@ -76,14 +76,19 @@ pub(crate) fn run(shared: &Shared, back: &Sender<Returned>) {
 
 /// Runs the handler and writes as much of the response as the socket takes now.
 /// Returns true when the socket failed.
-fn serve(shared: &Shared, conn: &mut Conn, ready: Ready) -> bool {
+fn serve(shared: &Shared, conn: &mut Connection, ready: Ready) -> bool {
     respond(shared.handler.as_ref(), &shared.stopper, conn, ready);
     conn.flush().is_err()
 }
 
 /// Runs the handler and puts the framed response in the connection's output, leaving
 /// the connection ready to write it.
-pub(crate) fn respond(handler: &dyn Handler, stopper: &Stopper, conn: &mut Conn, ready: Ready) {
+pub(crate) fn respond(
+    handler: &dyn Handler,
+    stopper: &Stopper,
+    conn: &mut Connection,
+    ready: Ready,
+) {
     let Ready {
         request,
         keep_alive,
@@ -109,30 +114,32 @@ pub(crate) fn respond(handler: &dyn Handler, stopper: &Stopper, conn: &mut Conn,
 
 /// The handler's response, or a 500 if it panicked or answered with a status that
 /// cannot be a final response.
-pub(crate) fn call_handler(handler: &dyn Handler, request: Request) -> Response {
-    // Only the client's request id is kept for the error paths (an allocation only when
-    // the client sent one), so that even this last-resort 500 carries it.
-    let id = request.header("x-request-id").map(str::to_owned);
+///
+/// The one `catch_unwind` on a request's way: the worker thread (or the reactor, for an
+/// immediate answer) survives any handler. A handler that keeps records (the app's
+/// metrics and access log) writes them while its panic unwinds; the request carries its
+/// id from here on, so its records and this 500 name the same one.
+pub(crate) fn call_handler(handler: &dyn Handler, mut request: Request) -> Response {
+    let id = request_id::assign(&mut request);
     match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
         Ok(resp) if (200..=599).contains(&resp.status) => resp,
         Ok(resp) => {
             log::error!(
-                "handler answered with status {}, which is not a final status",
+                "request {id}: the handler answered with status {}, which is not a final status",
                 resp.status
             );
-            internal_error(id.as_deref())
+            internal_error(id)
         }
         Err(_) => {
             // The panic message itself went to stderr through the panic hook.
-            log::error!("handler panicked");
-            internal_error(id.as_deref())
+            log::error!("request {id}: the handler panicked");
+            internal_error(id)
         }
     }
 }
 
-fn internal_error(client_id: Option<&str>) -> Response {
-    Response::error(500, "internal server error")
-        .with_header("X-Request-Id", request_id::from_header(client_id))
+fn internal_error(id: String) -> Response {
+    Response::error(500, "internal server error").with_header("X-Request-Id", id)
 }
 
 #[cfg(test)]
@@ -148,6 +155,21 @@ mod tests {
         assert_eq!(resp.status, 500);
         assert_eq!(resp.body, b"{\"error\":\"internal server error\"}\n");
         assert_eq!(resp.header("x-request-id"), Some("abc"));
+    }
+
+    #[test]
+    fn handler_sees_the_request_id_its_500_carries_when_the_client_sent_none() {
+        let seen = Arc::new(Mutex::new(None));
+        let noted = Arc::clone(&seen);
+        let handler = move |req: Request| -> Response {
+            *noted.lock().unwrap() = req.header("x-request-id").map(str::to_owned);
+            panic!("boom")
+        };
+        let resp = call_handler(&handler, Request::new(Method::Get, "/"));
+        assert_eq!(resp.status, 500);
+        let sent = resp.header("x-request-id").map(str::to_owned);
+        assert!(sent.is_some());
+        assert_eq!(*seen.lock().unwrap(), sent);
     }
 
     #[test]

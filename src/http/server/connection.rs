@@ -1,7 +1,7 @@
 //! One client connection: its non-blocking socket, the bytes read but not yet parsed, the
 //! bytes still to be written, and what it is waiting for.
 //!
-//! A `Conn` is owned by exactly one thread at a time: the reactor while it is idle,
+//! A `Connection` is owned by exactly one thread at a time: the reactor while it is idle,
 //! reading a request or finishing a write; a worker while its request runs. It moves
 //! between them by value, so no lock guards it.
 
@@ -44,7 +44,7 @@ pub(crate) const LINGER_BUDGET: u64 = 256 * 1024;
 pub(crate) struct Gone;
 
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Connection {
     pub stream: Transport,
     pub peer: SocketAddr,
     /// Read but not yet consumed by the reader. Empty (and unallocated) while idle.
@@ -72,14 +72,11 @@ pub(crate) struct Conn {
     pub reserved: usize,
     /// The client's FIN (or an error) was reported: read on to the end of the stream.
     pub hup: bool,
-    /// Which of its idle spells this is: the reactor's queue of idle connections names
-    /// each entry's spell, so an entry left from an earlier one is recognised as stale.
-    pub idle_spell: u64,
 }
 
-impl Conn {
-    pub(crate) fn new(stream: Transport, peer: SocketAddr, deadline: Instant) -> Conn {
-        Conn {
+impl Connection {
+    pub(crate) fn new(stream: Transport, peer: SocketAddr, deadline: Instant) -> Connection {
+        Connection {
             stream,
             peer,
             buf: Vec::new(),
@@ -93,7 +90,6 @@ impl Conn {
             maybe_readable: true,
             wants_writable: false,
             answered: false,
-            idle_spell: 0,
             reserved: 0,
             hup: false,
         }
