@@ -196,20 +196,3 @@ pub fn count_users(app: &TestApp) -> i64 {
         .expect("count users")
         .get(0)
 }
-
-/// Waits until the app's pool has at least `n` idle connections (it fills in the
-/// background), so that a test's requests do not wait for new ones.
-pub fn wait_for_idle_connections(app: &TestApp, n: f64) {
-    let warm = poll_until(std::time::Duration::from_secs(30), || {
-        let text = app.metrics().text();
-        let idle: f64 = text
-            .lines()
-            .find(|l| l.starts_with("db_pool_connections{state=\"idle\"}"))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()?;
-        (idle >= n).then_some(())
-    });
-    assert!(warm.is_some(), "the pool never had {n} idle connections");
-}

@@ -287,7 +287,7 @@ fn new_connections_are_served_while_other_requests_wait_on_the_database() {
         vars.insert("DB_POOL_SIZE".into(), "8".into());
     });
     let id = app.create_named("Ada", "Lovelace", None);
-    wait_for_idle_connections(&app, 5.0);
+    wait_for_idle_connections(app.addr, 5.0);
     let mut locker = app.db();
     let mut lock = locker.transaction().unwrap();
     lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")

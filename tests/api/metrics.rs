@@ -265,7 +265,7 @@ fn metrics_report_the_pool_and_its_wait_timeouts() {
         vars.insert("DB_POOL_SIZE".into(), "2".into());
     });
     let id = id_of(&app.create_user_ok(&ada()));
-    wait_for_idle_connections(&app, 2.0);
+    wait_for_idle_connections(app.addr, 2.0);
     let gauge = |samples: &[Sample], state: &str| {
         find(samples, "db_pool_connections", &[("state", state)])
             .unwrap_or_else(|| panic!("db_pool_connections{{state=\"{state}\"}}"))

@@ -105,14 +105,9 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
 
             let context = format!("{command} with {case}: {}", run.describe());
             assert_eq!(run.status.code(), Some(2), "{context}");
-            let lines: Vec<&str> = run
-                .stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect();
-            assert_eq!(lines.len(), 1, "one line on stderr: {context}");
+            let line = run.one_stderr_line(&context);
             assert!(
-                lines[0].contains(variable),
+                line.contains(variable),
                 "the line names {variable}: {context}"
             );
             for secret in ["env-secret-4411", "file-secret-4410"] {
@@ -162,14 +157,9 @@ fn serve_exits_2_with_one_line_for_a_bad_keys_file_or_a_token_beside_it() {
 
         let context = format!("{case}: {}", run.describe());
         assert_eq!(run.status.code(), Some(2), "{context}");
-        let lines: Vec<&str> = run
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert_eq!(lines.len(), 1, "one line on stderr: {context}");
+        let line = run.one_stderr_line(&context);
         assert!(
-            lines[0].contains("API_KEYS_FILE") && lines[0].contains(says),
+            line.contains("API_KEYS_FILE") && line.contains(says),
             "{context}"
         );
         assert!(!run.output().contains("tok-secret-5150"), "{context}");

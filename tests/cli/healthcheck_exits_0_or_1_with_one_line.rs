@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use crate::support::*;
 
-#[test]
-fn healthcheck_exits_0_with_one_line_against_a_running_app() {
-    let app = spawn_app();
+/// `healthcheck` against `addr`, given as a URL and as the configured `BIND`: each run
+/// exits `code` with one line of output.
+fn assert_healthcheck_exits(addr: SocketAddr, code: i32) {
     let sandbox = Sandbox::new();
-    let url = format!("http://{}/health", app.addr);
+    let url = format!("http://{addr}/health");
 
     for (case, args, bind) in [
         ("the URL given", vec!["healthcheck", url.as_str()], None),
         (
             "the configured BIND",
             vec!["healthcheck"],
-            Some(app.addr.to_string()),
+            Some(addr.to_string()),
         ),
     ] {
         let mut envs = valid_env();
@@ -25,41 +25,22 @@ fn healthcheck_exits_0_with_one_line_against_a_running_app() {
 
         let run = sandbox.run(&args, &envs, Duration::from_secs(15));
 
-        assert_eq!(run.status.code(), Some(0), "{case}: {}", run.describe());
-        assert_eq!(
-            run.output().trim().lines().count(),
-            1,
-            "{case}: {}",
-            run.describe()
-        );
+        let context = format!("{case}: {}", run.describe());
+        assert_eq!(run.status.code(), Some(code), "{context}");
+        assert_eq!(run.output().trim().lines().count(), 1, "{context}");
     }
 }
 
 #[test]
+fn healthcheck_exits_0_with_one_line_against_a_running_app() {
+    let app = spawn_app();
+
+    assert_healthcheck_exits(app.addr, 0);
+}
+
+#[test]
 fn healthcheck_exits_1_with_one_line_against_a_closed_port() {
-    let sandbox = Sandbox::new();
     let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let url = format!("http://{closed}/health");
 
-    for (case, args, bind) in [
-        ("the URL given", vec!["healthcheck", url.as_str()], None),
-        (
-            "the configured BIND",
-            vec!["healthcheck"],
-            Some(closed.to_string()),
-        ),
-    ] {
-        let mut envs = valid_env();
-        envs.extend(bind.map(|b| ("BIND", b)));
-
-        let run = sandbox.run(&args, &envs, Duration::from_secs(15));
-
-        assert_eq!(run.status.code(), Some(1), "{case}: {}", run.describe());
-        assert_eq!(
-            run.output().trim().lines().count(),
-            1,
-            "{case}: {}",
-            run.describe()
-        );
-    }
+    assert_healthcheck_exits(closed, 1);
 }

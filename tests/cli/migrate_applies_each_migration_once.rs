@@ -90,32 +90,29 @@ fn assert_each_migration_once(db: &mut postgres::Client) -> Vec<String> {
         .collect()
 }
 
+/// What `migrate` needs for `db`, logging at `info` so that a notice would show.
+fn migrate_settings(db: &common::TestDatabase) -> Env {
+    vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("LOG_LEVEL", "info".into()),
+    ]
+}
+
 #[test]
 fn migrate_applies_every_migration_and_is_a_no_op_the_second_time() {
     let db = fresh_database();
     let sandbox = Sandbox::new();
-    let envs = [
-        ("DATABASE_URL", db.url.clone()),
-        ("LOG_LEVEL", "info".into()),
-    ];
+    let envs = migrate_settings(&db);
 
-    let first = sandbox.run(&["migrate"], &envs, Duration::from_secs(60));
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "first migrate: {}",
-        first.describe()
-    );
-    let after_first = assert_each_migration_once(&mut db.connect());
-    let second = sandbox.run(&["migrate"], &envs, Duration::from_secs(60));
+    let migrate = |which: &str| {
+        let run = sandbox.run(&["migrate"], &envs, Duration::from_secs(60));
+        assert_eq!(run.status.code(), Some(0), "{which}: {}", run.describe());
+        (run, assert_each_migration_once(&mut db.connect()))
+    };
 
-    assert_eq!(
-        second.status.code(),
-        Some(0),
-        "second migrate: {}",
-        second.describe()
-    );
-    let after_second = assert_each_migration_once(&mut db.connect());
+    let (_, after_first) = migrate("first migrate");
+    let (second, after_second) = migrate("second migrate");
+
     assert_eq!(after_first, after_second, "the second run changed nothing");
     // the server's harmless "relation ... already exists, skipping" is not for the log
     assert!(
@@ -129,10 +126,7 @@ fn migrate_applies_every_migration_and_is_a_no_op_the_second_time() {
 fn two_migrate_processes_at_once_both_succeed_and_apply_each_migration_once() {
     let db = fresh_database();
     let sandbox = Sandbox::new();
-    let envs = [
-        ("DATABASE_URL", db.url.clone()),
-        ("LOG_LEVEL", "info".into()),
-    ];
+    let envs = migrate_settings(&db);
 
     let a = sandbox.command("a", &["migrate"], &envs).spawn().unwrap();
     let b = sandbox.command("b", &["migrate"], &envs).spawn().unwrap();

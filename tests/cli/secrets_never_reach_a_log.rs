@@ -25,16 +25,20 @@ fn start_up_failures_never_log_a_secret() {
     let password_file = sandbox.dir.write("db-password", "file-secret-6613\n");
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let token = "token-secret-6610";
+    // Settings for a database nobody listens on, with one more setting (its password).
+    let nobody_with = |name: &'static str, value: String| -> Env {
+        vec![
+            ("DB_HOST", "127.0.0.1".into()),
+            ("DB_PORT", nobody.clone()),
+            ("DB_NAME", "app".into()),
+            ("DB_USER", "app".into()),
+            (name, value),
+        ]
+    };
     let cases: Vec<(&str, Env, &str, Option<&str>)> = vec![
         (
             "a database that never answers, DB_PASSWORD",
-            vec![
-                ("DB_HOST", "127.0.0.1".into()),
-                ("DB_PORT", nobody.clone()),
-                ("DB_NAME", "app".into()),
-                ("DB_USER", "app".into()),
-                ("DB_PASSWORD", "env-secret-6611".into()),
-            ],
+            nobody_with("DB_PASSWORD", "env-secret-6611".into()),
             "env-secret-6611",
             Some("database not reachable"),
         ),
@@ -49,13 +53,7 @@ fn start_up_failures_never_log_a_secret() {
         ),
         (
             "a database that never answers, DB_PASSWORD_FILE",
-            vec![
-                ("DB_HOST", "127.0.0.1".into()),
-                ("DB_PORT", nobody.clone()),
-                ("DB_NAME", "app".into()),
-                ("DB_USER", "app".into()),
-                ("DB_PASSWORD_FILE", password_file.display().to_string()),
-            ],
+            nobody_with("DB_PASSWORD_FILE", password_file.display().to_string()),
             "file-secret-6613",
             Some("database not reachable"),
         ),
@@ -184,17 +182,12 @@ fn serve_never_logs_the_api_token_or_the_database_password() {
     let wrong = "Bearer log-wrong-token-9932";
 
     for (auth, expected) in [(good.as_str(), 200), (wrong, 401)] {
-        let r = common::client::send(
-            server.addr,
-            "GET",
-            "/users",
-            &[("Authorization", auth)],
-            None,
-        )
-        .unwrap();
+        let r = server
+            .get_with("/users", &[("Authorization", auth)])
+            .unwrap();
         assert_eq!(r.status, expected, "{auth}: {}", r.text());
     }
-    let _ = common::client::send(server.addr, "GET", "/health", &[], None);
+    let _ = server.get("/health");
 
     let stderr = server.stderr();
     for secret in [token, "log-wrong-token-9932", superuser_password()] {

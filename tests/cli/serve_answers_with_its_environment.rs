@@ -10,14 +10,7 @@ fn serve_answers_the_api_end_to_end() {
     let server = ServerProcess::start(&[("DATABASE_URL", db.url.clone())]);
     let body = br#"{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}"#;
 
-    let created = common::client::send(
-        server.addr,
-        "POST",
-        "/users",
-        &[("Content-Type", "application/json")],
-        Some(body),
-    )
-    .unwrap();
+    let created = server.post_json("/users", body);
     let listed = server.get("/users").unwrap();
 
     assert_eq!(created.status, 201, "{}", created.text());

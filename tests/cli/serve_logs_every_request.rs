@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// `serve` for `db`, logging at `info`, where access lines go.
+fn serve_at_info(db: &common::TestDatabase) -> ServerProcess {
+    ServerProcess::start(&[
+        ("DATABASE_URL", db.url.clone()),
+        ("LOG_LEVEL", "info".into()),
+    ])
+}
+
 #[test]
 fn serve_logs_each_request_with_its_request_id_to_stderr_and_log_file() {
     let db = fresh_database();
@@ -16,14 +24,9 @@ fn serve_logs_each_request_with_its_request_id_to_stderr_and_log_file() {
         ("LOG_FILE", log_path.display().to_string()),
     ]);
 
-    let r = common::client::send(
-        server.addr,
-        "GET",
-        "/users?limit=2",
-        &[("X-Request-Id", "access-line-4711")],
-        None,
-    )
-    .unwrap();
+    let r = server
+        .get_with("/users?limit=2", &[("X-Request-Id", "access-line-4711")])
+        .unwrap();
 
     assert_eq!(r.status, 200);
     let line = |text: &str| {
@@ -57,10 +60,7 @@ fn serve_logs_each_request_with_its_request_id_to_stderr_and_log_file() {
 fn serve_warns_at_start_up_when_no_api_token_is_set() {
     let db = fresh_database();
 
-    let server = ServerProcess::start(&[
-        ("DATABASE_URL", db.url.clone()),
-        ("LOG_LEVEL", "info".into()),
-    ]);
+    let server = serve_at_info(&db);
 
     let stderr = server.stderr();
     assert!(
@@ -74,22 +74,14 @@ fn serve_warns_at_start_up_when_no_api_token_is_set() {
 #[test]
 fn serve_logs_a_500_with_its_request_id() {
     let db = fresh_database();
-    let server = ServerProcess::start(&[
-        ("DATABASE_URL", db.url.clone()),
-        ("LOG_LEVEL", "info".into()),
-    ]);
+    let server = serve_at_info(&db);
     db.connect()
         .batch_execute("ALTER TABLE users RENAME TO users_elsewhere")
         .unwrap();
 
-    let r = common::client::send(
-        server.addr,
-        "GET",
-        "/user/1",
-        &[("X-Request-Id", "boom-500-77")],
-        None,
-    )
-    .unwrap();
+    let r = server
+        .get_with("/user/1", &[("X-Request-Id", "boom-500-77")])
+        .unwrap();
 
     assert_eq!(r.status, 500, "{}", r.text());
     let error_line = poll_until(Duration::from_secs(5), || {

@@ -1,8 +1,6 @@
 //! SIGHUP reloads `API_KEYS_FILE` without dropping a connection, and a broken file keeps
 //! the keys in force.
 
-use std::process::Child;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -17,18 +15,19 @@ fn replace_file(path: &std::path::Path, contents: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn sighup(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -HUP {}", child.id());
+/// `serve` with `API_KEYS_FILE` at `file`, logging at `info` (the reloads log there).
+fn serve_with_keys_file(db: &common::TestDatabase, file: &std::path::Path) -> ServerProcess {
+    ServerProcess::start(&[
+        ("DATABASE_URL", db.url.clone()),
+        ("API_KEYS_FILE", file.display().to_string()),
+        ("LOG_LEVEL", "info".into()),
+    ])
 }
 
 /// Sends SIGHUP and waits for the log line of the reload (or of its refusal), the
 /// `nth` such line since start-up.
 fn reload(server: &ServerProcess, nth: usize) -> String {
-    sighup(&server.child);
+    signal(&server.child, "HUP");
     let done = poll_until(Duration::from_secs(10), || {
         let stderr = server.stderr();
         (stderr.matches("API keys reloaded").count()
@@ -55,6 +54,18 @@ fn get_users(conn: &mut common::HttpConnection, secret: &str) -> u16 {
     r.status
 }
 
+/// Whether one line of `log` holds every one of `parts`.
+fn has_line_with(log: &str, parts: &[&str]) -> bool {
+    log.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+/// Each `(secret, status)`: `GET /users` with that key on `conn` answers `status`.
+fn assert_answers(conn: &mut common::HttpConnection, when: &str, cases: &[(&str, u16)]) {
+    for &(secret, status) in cases {
+        assert_eq!(get_users(conn, secret), status, "{when}: {secret}");
+    }
+}
+
 #[test]
 fn sighup_rotates_the_keys_with_a_keep_alive_connection_open_across_each_reload() {
     let db = fresh_database();
@@ -63,55 +74,39 @@ fn sighup_rotates_the_keys_with_a_keep_alive_connection_open_across_each_reload(
     let (new, new_line) = new_key(&sandbox, "dashboard-2", "read");
     let file = sandbox.dir.path().join("api_keys");
     replace_file(&file, &format!("{old_line}\n"));
-    let server = ServerProcess::start(&[
-        ("DATABASE_URL", db.url.clone()),
-        ("API_KEYS_FILE", file.display().to_string()),
-        ("LOG_LEVEL", "info".into()),
-    ]);
+    let server = serve_with_keys_file(&db, &file);
     let mut conn = common::HttpConnection::open(server.addr).unwrap();
-    assert_eq!(get_users(&mut conn, &old), 200);
-    assert_eq!(get_users(&mut conn, &new), 401);
+    assert_answers(&mut conn, "before any reload", &[(&old, 200), (&new, 401)]);
+    // A rotation: the file in each step, what the reload logs, and what each key gets then.
+    let steps = [
+        (
+            "step 1, the overlap: both lines, both keys work",
+            format!("{old_line}\n{new_line}\n"),
+            "added: dashboard-2; removed: none",
+            [(&old, 200), (&new, 200)],
+        ),
+        (
+            "step 2: the old line goes, and so does the old key",
+            format!("{new_line}\n"),
+            "added: none; removed: dashboard",
+            [(&new, 200), (&old, 401)],
+        ),
+    ];
 
-    // Step 1 of a rotation: both lines, both work.
-    replace_file(&file, &format!("{old_line}\n{new_line}\n"));
-    let log = reload(&server, 1);
-    assert!(log.contains("added: dashboard-2; removed: none"), "{log}");
-    assert_eq!(
-        get_users(&mut conn, &old),
-        200,
-        "the old key, during the overlap"
-    );
-    assert_eq!(
-        get_users(&mut conn, &new),
-        200,
-        "the new key, during the overlap"
-    );
+    for (n, (step, contents, logged, answers)) in steps.iter().enumerate() {
+        replace_file(&file, contents);
+        let log = reload(&server, n + 1);
 
-    // Step 2: the old line goes, and so does the old key.
-    replace_file(&file, &format!("{new_line}\n"));
-    let log = reload(&server, 2);
-    assert!(log.contains("added: none; removed: dashboard"), "{log}");
-    assert_eq!(
-        get_users(&mut conn, &new),
-        200,
-        "the new key, after the reload"
-    );
-    assert_eq!(
-        get_users(&mut conn, &old),
-        401,
-        "the removed key, after the reload"
-    );
+        assert!(log.contains(logged), "{step}: {log}");
+        let answers = answers.map(|(secret, status)| (secret.as_str(), status));
+        assert_answers(&mut conn, step, &answers);
+    }
     let fresh = |secret: &str| {
         let auth = format!("Bearer {secret}");
-        common::client::send(
-            server.addr,
-            "GET",
-            "/users",
-            &[("Authorization", &auth)],
-            None,
-        )
-        .unwrap()
-        .status
+        server
+            .get_with("/users", &[("Authorization", &auth)])
+            .unwrap()
+            .status
     };
     assert_eq!(
         (fresh(&new), fresh(&old)),
@@ -121,9 +116,7 @@ fn sighup_rotates_the_keys_with_a_keep_alive_connection_open_across_each_reload(
 
     let stderr = server.stderr();
     assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains("\"GET /users\" 200") && l.contains("key=dashboard-2")),
+        has_line_with(&stderr, &["\"GET /users\" 200", "key=dashboard-2"]),
         "the access line names the key: {stderr}"
     );
     for secret in [old.as_str(), new.as_str(), &old_line[old_line.len() - 64..]] {
@@ -143,18 +136,12 @@ fn sighup_with_a_broken_keys_file_keeps_the_keys_in_force_and_logs_why() {
         let world_readable = std::fs::Permissions::from_mode(0o644);
         std::fs::set_permissions(&file, world_readable).unwrap();
     }
-    let server = ServerProcess::start(&[
-        ("DATABASE_URL", db.url.clone()),
-        ("API_KEYS_FILE", file.display().to_string()),
-        ("LOG_LEVEL", "info".into()),
-    ]);
+    let server = serve_with_keys_file(&db, &file);
     let mut conn = common::HttpConnection::open(server.addr).unwrap();
     assert_eq!(get_users(&mut conn, &key), 200);
     let stderr = server.stderr();
     assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains("WARN") && l.contains("readable by every user (mode 0644)")),
+        has_line_with(&stderr, &["WARN", "readable by every user (mode 0644)"]),
         "a world-readable keys file is worth a warning at start-up: {stderr}"
     );
 

@@ -32,27 +32,9 @@ fn stop_signal_lets_requests_in_flight_finish_and_exits_0(name: &str) {
     ]);
     // The pool fills in the background; with six connections open, none of the requests
     // below waits for a new one.
-    let warm = poll_until(Duration::from_secs(30), || {
-        let text = server.get("/metrics").ok()?.text();
-        let idle: f64 = text
-            .lines()
-            .find(|l| l.starts_with("db_pool_connections{state=\"idle\"}"))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()?;
-        (idle >= 6.0).then_some(())
-    });
-    assert!(warm.is_some(), "the pool never had six idle connections");
+    common::wait_for_idle_connections(server.addr, 6.0);
     let body = br#"{"first_name": "Ada", "last_name": "Lovelace"}"#;
-    let created = common::client::send(
-        server.addr,
-        "POST",
-        "/user",
-        &[("Content-Type", "application/json")],
-        Some(body),
-    )
-    .unwrap();
+    let created = server.post_json("/user", body);
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_i64().unwrap();
     let mut locker = db.connect();

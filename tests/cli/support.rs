@@ -38,6 +38,17 @@ impl Run {
             self.stderr
         )
     }
+
+    /// The one non-empty line on stderr; panics, saying `context`, on none or several.
+    pub fn one_stderr_line(&self, context: &str) -> &str {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {context}");
+        lines[0]
+    }
 }
 
 /// A working directory of its own for the binary, with its output files.
@@ -182,8 +193,29 @@ impl ServerProcess {
         self.sandbox.read(&self.name, "stderr")
     }
 
+    /// `GET target` with `headers`, on a connection of its own.
+    pub fn get_with(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<common::HttpResponse> {
+        common::client::send(self.addr, "GET", target, headers, None)
+    }
+
     pub fn get(&self, target: &str) -> std::io::Result<common::HttpResponse> {
-        common::client::send(self.addr, "GET", target, &[], None)
+        self.get_with(target, &[])
+    }
+
+    /// `POST target` with a JSON `body`; panics if no answer comes.
+    pub fn post_json(&self, target: &str, body: &[u8]) -> common::HttpResponse {
+        common::client::send(
+            self.addr,
+            "POST",
+            target,
+            &[("Content-Type", "application/json")],
+            Some(body),
+        )
+        .expect("an answer to the POST")
     }
 }
 

@@ -53,3 +53,23 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0 to find a free port")
 }
+
+/// Waits until the server at `addr` reports at least `n` idle pool connections in
+/// `/metrics` (the pool fills in the background), so that a test's requests do not wait
+/// for new ones.
+pub fn wait_for_idle_connections(addr: std::net::SocketAddr, n: f64) {
+    let warm = poll_until(Duration::from_secs(30), || {
+        let text = client::send(addr, "GET", "/metrics", &[], None)
+            .ok()?
+            .text();
+        let idle: f64 = text
+            .lines()
+            .find(|l| l.starts_with("db_pool_connections{state=\"idle\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (idle >= n).then_some(())
+    });
+    assert!(warm.is_some(), "the pool never had {n} idle connections");
+}
