@@ -154,13 +154,8 @@ fn requests_return_503_when_no_pooled_connection_frees_up_in_time() {
     });
     let id = app.create_named("Ada", "Lovelace", None);
     let mut locker = app.db();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let addr = app.addr;
-    let blocked = std::thread::spawn(move || {
-        crate::common::client::send(addr, "GET", &format!("/user/{id}"), &[], None)
-    });
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
+    let blocked = get_in_background(app.addr, format!("/user/{id}"));
     assert!(
         wait_for_lock_waiters(&mut app.db(), &app.db_name, 1, Duration::from_secs(10)),
         "the first request never reached the database"

@@ -16,15 +16,20 @@ pub fn id_of(user: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no integer id in {user}"))
 }
 
-/// A user has exactly the six keys of API.md, with the right types.
-pub fn assert_user_shape(user: &Value) {
-    let obj = user
+/// The keys of `object`, sorted; panics, naming it `what`, if it is no object.
+pub fn sorted_keys<'a>(object: &'a Value, what: &str) -> Vec<&'a str> {
+    let obj = object
         .as_object()
-        .unwrap_or_else(|| panic!("a user is an object: {user}"));
+        .unwrap_or_else(|| panic!("{what} is an object: {object}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
+    keys
+}
+
+/// A user has exactly the six keys of API.md, with the right types.
+pub fn assert_user_shape(user: &Value) {
     assert_eq!(
-        keys,
+        sorted_keys(user, "a user"),
         [
             "created_at",
             "email",
@@ -54,23 +59,14 @@ pub fn assert_user_shape(user: &Value) {
 /// RFC 3339 in UTC with microseconds: `2026-11-30T12:00:00.123456Z`. In this fixed form
 /// comparing the strings compares the instants.
 pub fn assert_timestamp(ts: &str) {
+    // Each `0` of the shape stands for one ASCII digit; every other byte stands for itself.
+    const SHAPE: &[u8] = b"0000-00-00T00:00:00.000000Z";
     let b = ts.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    let ok = b.len() == 27
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..26)
-        && b[26] == b'Z';
+    let ok = b.len() == SHAPE.len()
+        && b.iter().zip(SHAPE).all(|(&c, &s)| match s {
+            b'0' => c.is_ascii_digit(),
+            _ => c == s,
+        });
     assert!(
         ok,
         "{ts:?} is not RFC 3339 UTC with six fractional digits (2026-11-30T12:00:00.123456Z)"

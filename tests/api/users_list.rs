@@ -17,13 +17,8 @@ fn list(app: &TestApp, query: &str) -> Value {
     assert_json_content_type(&r, query);
     assert_request_id(&r, query);
     let page = r.json();
-    let obj = page
-        .as_object()
-        .unwrap_or_else(|| panic!("the listing is an object: {page}"));
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(&page, "the listing"),
         ["limit", "next_after_id", "offset", "users"],
         "the listing has exactly four keys: {page}"
     );

@@ -38,18 +38,14 @@ fn stop_signal_lets_requests_in_flight_finish_and_exits_0(name: &str) {
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_i64().unwrap();
     let mut locker = db.connect();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
     let addr = server.addr;
     // One at a time, each seen blocked before the next is sent (a burst of new
     // connections meets a separate problem, see http::new_connections_are_served_...).
     let mut watcher = db.connect();
     let mut in_flight = Vec::new();
     for n in 1..=5 {
-        in_flight.push(std::thread::spawn(move || {
-            common::client::send(addr, "GET", &format!("/user/{id}"), &[], None)
-        }));
+        in_flight.push(get_in_background(addr, format!("/user/{id}")));
         if !wait_for_lock_waiters(&mut watcher, &db.name, n, Duration::from_secs(10)) {
             lock.commit().unwrap();
             let answers: Vec<_> = in_flight.into_iter().map(|t| t.join().unwrap()).collect();
@@ -170,13 +166,8 @@ fn shutdown_timeout_bounds_a_request_that_outlasts_it() {
         ("LOG_LEVEL", "info".into()),
     ]);
     let mut locker = db.connect();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let addr = server.addr;
-    let blocked = std::thread::spawn(move || {
-        common::client::send(addr, "GET", "/user/1", &[], None).map(|r| r.status)
-    });
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
+    let blocked = get_in_background(server.addr, "/user/1".to_owned());
     let mut watcher = db.connect();
     assert!(
         wait_for_lock_waiters(&mut watcher, &db.name, 1, Duration::from_secs(30)),
@@ -197,7 +188,7 @@ fn shutdown_timeout_bounds_a_request_that_outlasts_it() {
 
     // Assert: it waited for the request, but no longer than SHUTDOWN_TIMEOUT allows.
     let stderr = server.stderr();
-    let answer = blocked.join().unwrap();
+    let answer = blocked.join().unwrap().map(|r| r.status);
     let status = status.unwrap_or_else(|| {
         panic!("still running {elapsed:?} after SIGTERM with SHUTDOWN_TIMEOUT=2; stderr: {stderr}")
     });

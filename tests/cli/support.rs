@@ -9,7 +9,8 @@ use std::time::Duration;
 
 pub use crate::common::pg::{superuser_password, wait_for_lock_waiters};
 pub(crate) use crate::common::{
-    self, TempDir, TestCluster, free_port, fresh_database, poll_until, spawn_app,
+    self, TempDir, TestCluster, free_port, fresh_database, get_in_background, lock_users,
+    poll_until, spawn_app,
 };
 
 /// The binary under test.

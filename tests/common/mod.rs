@@ -73,3 +73,21 @@ pub fn wait_for_idle_connections(addr: std::net::SocketAddr, n: f64) {
     });
     assert!(warm.is_some(), "the pool never had {n} idle connections");
 }
+
+/// Takes `LOCK TABLE users IN {mode} MODE` in a transaction on `db`: requests that touch
+/// `users` wait until the returned transaction ends.
+pub fn lock_users<'a>(db: &'a mut postgres::Client, mode: &str) -> postgres::Transaction<'a> {
+    let mut lock = db.transaction().expect("begin the locking transaction");
+    lock.batch_execute(&format!("LOCK TABLE users IN {mode} MODE"))
+        .expect("lock the users table");
+    lock
+}
+
+/// `GET target` on a connection of its own, sent from a thread of its own: for a request
+/// that will wait (behind a test's lock) while the test goes on.
+pub fn get_in_background(
+    addr: std::net::SocketAddr,
+    target: String,
+) -> std::thread::JoinHandle<std::io::Result<HttpResponse>> {
+    std::thread::spawn(move || client::send(addr, "GET", &target, &[], None))
+}
