@@ -192,3 +192,23 @@ pub fn count_users(app: &TestApp) -> i64 {
         .expect("count users")
         .get(0)
 }
+
+/// `GET target` then `HEAD target` on `conn`.
+pub fn get_then_head(conn: &mut HttpConnection, target: &str) -> (HttpResponse, HttpResponse) {
+    let get = conn
+        .send("GET", target, &[], None)
+        .expect("an answer to GET");
+    let head = conn
+        .send("HEAD", target, &[], None)
+        .expect("an answer to HEAD");
+    (get, head)
+}
+
+/// After HEAD responses on `conn`, the next request is still answered: had one of them
+/// carried a body, it would have been read as the next response's head.
+pub fn assert_no_head_response_carried_a_body(conn: &mut HttpConnection) {
+    let after = conn
+        .send("GET", "/health/live", &[], None)
+        .expect("the connection still answers");
+    assert_eq!(after.status, 200, "a HEAD response carried a body");
+}

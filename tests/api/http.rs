@@ -136,8 +136,7 @@ fn head_works_wherever_get_does_with_the_same_headers_and_no_body() {
     let mut conn = app.connection();
 
     for target in get_targets(id) {
-        let get = conn.send("GET", &target, &[], None).unwrap();
-        let head = conn.send("HEAD", &target, &[], None).unwrap();
+        let (get, head) = get_then_head(&mut conn, &target);
 
         assert_eq!(head.status, get.status, "HEAD {target}");
         assert_eq!(head.status, 200, "HEAD {target}");
