@@ -193,22 +193,12 @@ fn keyed_put_patch_and_delete_are_replayed_instead_of_applied_again() {
     let id = app.create_named("Ada", "Lovelace", None);
     let target = format!("/user/{id}");
 
-    let put = keyed(
-        &app,
-        "PUT",
-        &target,
-        "p1",
-        &json!({"first_name": "A", "last_name": "B"}),
-    );
+    let replacement = json!({"first_name": "A", "last_name": "B"});
+
+    let put = keyed(&app, "PUT", &target, "p1", &replacement);
     assert_eq!(put.status, 200);
     app.patch_user(id, &json!({"last_name": "Changed"}));
-    let again = keyed(
-        &app,
-        "PUT",
-        &target,
-        "p1",
-        &json!({"first_name": "A", "last_name": "B"}),
-    );
+    let again = keyed(&app, "PUT", &target, "p1", &replacement);
     assert_eq!(outcome(&again), (200, true));
     assert_eq!(
         again.json(),
