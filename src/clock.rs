@@ -88,32 +88,25 @@ mod tests {
 
     #[test]
     fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339_micros(at(0, 0)), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_micros(at(951_782_400, 7)),
-            "2000-02-29T00:00:00.000007Z"
-        );
-        assert_eq!(
-            rfc3339_micros(at(1_796_040_000, 123_456)),
-            "2026-11-30T12:00:00.123456Z"
-        );
-        assert_eq!(
-            rfc3339_micros(at(4_102_444_799, 999_999)),
-            "2099-12-31T23:59:59.999999Z"
-        );
-        let before = UNIX_EPOCH - Duration::from_micros(1);
-        assert_eq!(rfc3339_micros(before), "1969-12-31T23:59:59.999999Z");
+        let before_the_epoch = UNIX_EPOCH - Duration::from_micros(1);
+        for (instant, want) in [
+            (at(0, 0), "1970-01-01T00:00:00.000000Z"),
+            (at(951_782_400, 7), "2000-02-29T00:00:00.000007Z"),
+            (at(1_796_040_000, 123_456), "2026-11-30T12:00:00.123456Z"),
+            (at(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z"),
+            (before_the_epoch, "1969-12-31T23:59:59.999999Z"),
+        ] {
+            assert_eq!(rfc3339_micros(instant), want);
+        }
     }
 
     #[test]
     fn http_date_matches_rfc_example() {
-        assert_eq!(
-            http_date(at(784_111_777, 0)),
-            "Sun, 06 Nov 1994 08:49:37 GMT"
-        );
-        assert_eq!(
-            http_date(at(1_796_040_000, 0)),
-            "Mon, 30 Nov 2026 12:00:00 GMT"
-        );
+        for (instant, want) in [
+            (at(784_111_777, 0), "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (at(1_796_040_000, 0), "Mon, 30 Nov 2026 12:00:00 GMT"),
+        ] {
+            assert_eq!(http_date(instant), want);
+        }
     }
 }

@@ -151,13 +151,20 @@ mod tests {
         assert!(l.check(ip("2001:db8:1:3::1"), t0).is_ok());
     }
 
-    #[test]
-    fn limiter_keeps_memory_bounded_when_many_clients_appear() {
-        let l = RateLimiter::new(1000.0, 1.0);
+    /// A limiter at `rate` requests a second (burst 1) that 5 000 more clients than its
+    /// table holds have just called on, and the moment they did.
+    fn flooded(rate: f64) -> (RateLimiter, Instant) {
+        let l = RateLimiter::new(rate, 1.0);
         let t0 = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 + 5_000) {
             let _ = l.check(IpAddr::V4(i.into()), t0);
         }
+        (l, t0)
+    }
+
+    #[test]
+    fn limiter_keeps_memory_bounded_when_many_clients_appear() {
+        let (l, t0) = flooded(1000.0);
         let total: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(total <= MAX_CLIENTS, "{total}");
         // Later, idle buckets are swept to make room for new clients.
@@ -169,11 +176,7 @@ mod tests {
     #[test]
     fn limiter_still_limits_a_new_client_when_the_table_is_full_of_active_ones() {
         // Buckets that are not full cannot be swept: the table stays full.
-        let l = RateLimiter::new(0.001, 1.0);
-        let t0 = Instant::now();
-        for i in 0..(MAX_CLIENTS as u32 + 5_000) {
-            let _ = l.check(IpAddr::V4(i.into()), t0);
-        }
+        let (l, t0) = flooded(0.001);
         let fresh = ip("203.0.113.99");
         assert!(l.check(fresh, t0).is_ok());
         for n in 0..50 {

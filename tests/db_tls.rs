@@ -172,6 +172,16 @@ fn file(name: &str) -> String {
     pki().path(name).display().to_string()
 }
 
+/// Connects as `user` to the TLS cluster by `host`, with `params` in the URL.
+fn connect_to(user: &str, host: &str, params: &str) -> Result<bool, String> {
+    connect(&[("DATABASE_URL", url(tls_cluster(), user, host, params))])
+}
+
+/// `sslmode={mode}` with the test PKI's `ca` as the root certificate.
+fn rooted(mode: &str, ca: &str) -> String {
+    format!("sslmode={mode}&sslrootcert={}", file(ca))
+}
+
 fn assert_refused(result: Result<bool, String>, why: &str) {
     match result {
         Err(e) => assert!(e.contains(why), "expected {why:?} in: {e}"),
@@ -181,87 +191,58 @@ fn assert_refused(result: Result<bool, String>, why: &str) {
 
 #[test]
 fn verify_full_connects_to_the_host_its_certificate_names() {
-    let c = tls_cluster();
-    let u = url(
-        c,
-        "postgres",
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", file("ca.pem")),
-    );
-    assert_eq!(connect(&[("DATABASE_URL", u)]), Ok(true));
+    let params = rooted("verify-full", "ca.pem");
+    assert_eq!(connect_to("postgres", "localhost", &params), Ok(true));
 }
 
 #[test]
 fn verify_full_refuses_a_host_the_certificate_does_not_name() {
-    let c = tls_cluster();
-    let u = url(
-        c,
-        "postgres",
-        "127.0.0.1",
-        &format!("sslmode=verify-full&sslrootcert={}", file("ca.pem")),
-    );
+    let params = rooted("verify-full", "ca.pem");
     assert_refused(
-        connect(&[("DATABASE_URL", u)]),
+        connect_to("postgres", "127.0.0.1", &params),
         "certificate not valid for name",
     );
 }
 
 #[test]
 fn verify_ca_checks_the_chain_but_not_the_name() {
-    let c = tls_cluster();
-    let good = url(
-        c,
-        "postgres",
-        "127.0.0.1",
-        &format!("sslmode=verify-ca&sslrootcert={}", file("ca.pem")),
+    let good = rooted("verify-ca", "ca.pem");
+    assert_eq!(connect_to("postgres", "127.0.0.1", &good), Ok(true));
+    let wrong_ca = rooted("verify-ca", "other-ca.pem");
+    assert_refused(
+        connect_to("postgres", "localhost", &wrong_ca),
+        "UnknownIssuer",
     );
-    assert_eq!(connect(&[("DATABASE_URL", good)]), Ok(true));
-    let wrong_ca = url(
-        c,
-        "postgres",
-        "localhost",
-        &format!("sslmode=verify-ca&sslrootcert={}", file("other-ca.pem")),
-    );
-    assert_refused(connect(&[("DATABASE_URL", wrong_ca)]), "UnknownIssuer");
 }
 
 #[test]
 fn require_encrypts_without_checking_unless_given_a_root_certificate() {
-    let c = tls_cluster();
-    let u = url(c, "postgres", "127.0.0.1", "sslmode=require");
-    assert_eq!(connect(&[("DATABASE_URL", u)]), Ok(true));
-    // libpq: with a root certificate, `require` verifies the chain like verify-ca.
-    let u = url(
-        c,
-        "postgres",
-        "127.0.0.1",
-        &format!("sslmode=require&sslrootcert={}", file("other-ca.pem")),
+    assert_eq!(
+        connect_to("postgres", "127.0.0.1", "sslmode=require"),
+        Ok(true)
     );
-    assert_refused(connect(&[("DATABASE_URL", u)]), "UnknownIssuer");
+    // libpq: with a root certificate, `require` verifies the chain like verify-ca.
+    let params = rooted("require", "other-ca.pem");
+    assert_refused(
+        connect_to("postgres", "127.0.0.1", &params),
+        "UnknownIssuer",
+    );
 }
 
 #[test]
 fn prefer_and_disable_choose_tls_or_plain_text() {
-    let c = tls_cluster();
-    assert_eq!(
-        connect(&[(
-            "DATABASE_URL",
-            url(c, "postgres", "127.0.0.1", "sslmode=prefer")
-        )]),
-        Ok(true)
-    );
     // prefer is the default, as in libpq.
-    assert_eq!(
-        connect(&[("DATABASE_URL", url(c, "postgres", "127.0.0.1", ""))]),
-        Ok(true)
-    );
-    assert_eq!(
-        connect(&[(
-            "DATABASE_URL",
-            url(c, "postgres", "127.0.0.1", "sslmode=disable")
-        )]),
-        Ok(false)
-    );
+    for (params, tls) in [
+        ("sslmode=prefer", true),
+        ("", true),
+        ("sslmode=disable", false),
+    ] {
+        assert_eq!(
+            connect_to("postgres", "127.0.0.1", params),
+            Ok(tls),
+            "{params:?}"
+        );
+    }
 }
 
 #[test]
@@ -300,47 +281,24 @@ fn the_split_settings_carry_the_same_modes_and_files() {
 
 #[test]
 fn a_client_certificate_logs_in_where_pg_hba_asks_for_one() {
-    let c = tls_cluster();
-    let with_cert = url(
-        c,
-        CERT_USER,
-        "localhost",
-        &format!(
-            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
-            file("ca.pem"),
-            file("client.pem"),
-            file("client.key")
-        ),
+    let without = rooted("verify-full", "ca.pem");
+    let with_cert = format!(
+        "{without}&sslcert={}&sslkey={}",
+        file("client.pem"),
+        file("client.key")
     );
-    assert_eq!(connect(&[("DATABASE_URL", with_cert)]), Ok(true));
-    let without = url(
-        c,
-        CERT_USER,
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", file("ca.pem")),
-    );
-    assert_refused(connect(&[("DATABASE_URL", without)]), "certificate");
+    assert_eq!(connect_to(CERT_USER, "localhost", &with_cert), Ok(true));
+    assert_refused(connect_to(CERT_USER, "localhost", &without), "certificate");
 }
 
 #[test]
 fn channel_binding_is_used_when_required() {
-    let c = tls_cluster();
-    let over_tls = url(
-        c,
-        "postgres",
-        "127.0.0.1",
-        "sslmode=require&channel_binding=require",
-    );
-    assert_eq!(connect(&[("DATABASE_URL", over_tls)]), Ok(true));
+    let over_tls = "sslmode=require&channel_binding=require";
+    assert_eq!(connect_to("postgres", "127.0.0.1", over_tls), Ok(true));
     // Without TLS there is nothing to bind to, so `require` must refuse: proof that the
     // successful login above did bind.
-    let plain = url(
-        c,
-        "postgres",
-        "127.0.0.1",
-        "sslmode=disable&channel_binding=require",
-    );
-    assert!(connect(&[("DATABASE_URL", plain)]).is_err());
+    let plain = "sslmode=disable&channel_binding=require";
+    assert!(connect_to("postgres", "127.0.0.1", plain).is_err());
 }
 
 #[test]
@@ -350,14 +308,8 @@ fn bad_tls_settings_stop_start_up_with_one_clear_line() {
         ("sslmode=verify-everything".to_owned(), "is not one of"),
         ("sslmode=allow".to_owned(), "not supported"),
         ("sslmode=verify-full".to_owned(), "needs a root certificate"),
-        (
-            format!("sslmode=verify-full&sslrootcert={}", file("missing.pem")),
-            "cannot read it",
-        ),
-        (
-            format!("sslmode=verify-full&sslrootcert={}", file("client.key")),
-            "no PEM certificate",
-        ),
+        (rooted("verify-full", "missing.pem"), "cannot read it"),
+        (rooted("verify-full", "client.key"), "no PEM certificate"),
         (
             format!(
                 "sslmode=require&sslcert={}&sslkey={}",
@@ -401,7 +353,7 @@ fn an_expired_server_certificate_is_refused_and_a_renewed_one_accepted() {
         &cluster,
         "postgres",
         "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", file("ca.pem")),
+        &rooted("verify-full", "ca.pem"),
     );
     assert_refused(
         connect(&[("DATABASE_URL", u.clone())]),
@@ -432,10 +384,7 @@ fn migrate(params: &str) -> std::process::Output {
 
 #[test]
 fn the_binary_migrates_over_verified_tls_and_exits_1_naming_a_bad_certificate() {
-    let ok = migrate(&format!(
-        "sslmode=verify-full&sslrootcert={}",
-        file("ca.pem")
-    ));
+    let ok = migrate(&rooted("verify-full", "ca.pem"));
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -443,10 +392,7 @@ fn the_binary_migrates_over_verified_tls_and_exits_1_naming_a_bad_certificate() 
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    let bad = migrate(&format!(
-        "sslmode=verify-full&sslrootcert={}",
-        file("other-ca.pem")
-    ));
+    let bad = migrate(&rooted("verify-full", "other-ca.pem"));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");

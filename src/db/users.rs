@@ -8,8 +8,9 @@
 use std::time::SystemTime;
 
 use tokio_postgres::Row;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
+use super::session::Params;
 use super::{DbError, Session};
 
 use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch, Version};
@@ -154,16 +155,43 @@ pub fn get(c: &mut Session, id: UserId) -> Result<Option<User>, DbError> {
 }
 
 pub fn replace(c: &mut Session, id: UserId, u: &NewUser) -> Result<Option<User>, DbError> {
+    one(replace_rows(c, REPLACE, id, u, None)?)
+}
+
+/// Runs `REPLACE` or, with `versions`, `REPLACE_IF`.
+fn replace_rows(
+    c: &mut Session,
+    sql: &'static str,
+    id: UserId,
+    u: &NewUser,
+    versions: Option<&[Version]>,
+) -> Result<Vec<Row>, DbError> {
+    let first: &str = u.first_name.as_ref();
+    let last: &str = u.last_name.as_ref();
     let email = u.email.as_ref().map(AsRef::as_ref);
-    one(c.query_typed(
-        REPLACE,
-        &[
-            (&id.get(), Type::INT8),
-            (&u.first_name.as_ref(), Type::TEXT),
-            (&u.last_name.as_ref(), Type::TEXT),
-            (&email, Type::TEXT),
-        ],
-    )?)
+    let fields: &Params<'_> = &[
+        (&first, Type::TEXT),
+        (&last, Type::TEXT),
+        (&email, Type::TEXT),
+    ];
+    write_rows(c, sql, id, fields, versions)
+}
+
+/// Runs a write of user `id` (`$1`) with `fields` (`$2` on) and, when it is guarded,
+/// the versions last: the shape every write statement of a user shares.
+fn write_rows(
+    c: &mut Session,
+    sql: &'static str,
+    id: UserId,
+    fields: &Params<'_>,
+    versions: Option<&[Version]>,
+) -> Result<Vec<Row>, DbError> {
+    let id = id.get();
+    let stamps = versions.map(stamps);
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&id, Type::INT8)];
+    params.extend(fields.iter().cloned());
+    params.extend(stamps.as_ref().map(|s| (s as _, Type::TIMESTAMPTZ_ARRAY)));
+    c.query_typed(sql, &params)
 }
 
 /// Changes only the fields the patch names; an empty patch changes nothing and returns
@@ -172,19 +200,28 @@ pub fn patch(c: &mut Session, id: UserId, p: &UserPatch) -> Result<Option<User>,
     if p.is_empty() {
         return get(c, id);
     }
+    one(patch_rows(c, PATCH, id, p, None)?)
+}
+
+/// Runs `PATCH` or, with `versions`, `PATCH_IF`.
+fn patch_rows(
+    c: &mut Session,
+    sql: &'static str,
+    id: UserId,
+    p: &UserPatch,
+    versions: Option<&[Version]>,
+) -> Result<Vec<Row>, DbError> {
     let first = p.first_name.as_ref().map(AsRef::as_ref);
     let last = p.last_name.as_ref().map(AsRef::as_ref);
+    let email_given = p.email.is_some();
     let email = p.email.as_ref().and_then(|e| e.as_ref().map(AsRef::as_ref));
-    one(c.query_typed(
-        PATCH,
-        &[
-            (&id.get(), Type::INT8),
-            (&first, Type::TEXT),
-            (&last, Type::TEXT),
-            (&p.email.is_some(), Type::BOOL),
-            (&email, Type::TEXT),
-        ],
-    )?)
+    let fields: &Params<'_> = &[
+        (&first, Type::TEXT),
+        (&last, Type::TEXT),
+        (&email_given, Type::BOOL),
+        (&email, Type::TEXT),
+    ];
+    write_rows(c, sql, id, fields, versions)
 }
 
 /// Whether a user was deleted.
@@ -226,17 +263,7 @@ pub fn replace_if(
     u: &NewUser,
     versions: &[Version],
 ) -> Result<Guarded<User>, DbError> {
-    let email = u.email.as_ref().map(AsRef::as_ref);
-    guarded(c.query_typed(
-        REPLACE_IF,
-        &[
-            (&id.get(), Type::INT8),
-            (&u.first_name.as_ref(), Type::TEXT),
-            (&u.last_name.as_ref(), Type::TEXT),
-            (&email, Type::TEXT),
-            (&stamps(versions), Type::TIMESTAMPTZ_ARRAY),
-        ],
-    )?)
+    guarded(replace_rows(c, REPLACE_IF, id, u, Some(versions))?)
 }
 
 /// As [`patch`], only when the user is at one of `versions`. An empty patch changes
@@ -254,20 +281,7 @@ pub fn patch_if(
             Some(_) => Guarded::Mismatch,
         });
     }
-    let first = p.first_name.as_ref().map(AsRef::as_ref);
-    let last = p.last_name.as_ref().map(AsRef::as_ref);
-    let email = p.email.as_ref().and_then(|e| e.as_ref().map(AsRef::as_ref));
-    guarded(c.query_typed(
-        PATCH_IF,
-        &[
-            (&id.get(), Type::INT8),
-            (&first, Type::TEXT),
-            (&last, Type::TEXT),
-            (&p.email.is_some(), Type::BOOL),
-            (&email, Type::TEXT),
-            (&stamps(versions), Type::TIMESTAMPTZ_ARRAY),
-        ],
-    )?)
+    guarded(patch_rows(c, PATCH_IF, id, p, Some(versions))?)
 }
 
 /// As [`delete`], only when the user is at one of `versions`; `Applied` holds the user

@@ -40,23 +40,34 @@ pub fn get(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
 }
 
 pub fn replace(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
-    let new = NewUser::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
-    let versions = if_match(ctx, req)?;
-    write(ctx, req, caller, |c| {
-        Ok(changed(match &versions {
-            None => users::replace(c, id, &new)?.map_or(Guarded::Missing, Guarded::Applied),
-            Some(v) => users::replace_if(c, id, &new, v)?,
-        }))
-    })
+    change::<NewUser>(ctx, req, caller, id, users::replace, users::replace_if)
 }
 
 pub fn patch(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
-    let patch = UserPatch::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
+    change::<UserPatch>(ctx, req, caller, id, users::patch, users::patch_if)
+}
+
+/// A change written whatever the user's version ([`users::replace`], [`users::patch`]).
+type Unguarded<T> = fn(&mut Session, UserId, &T) -> Result<Option<User>, DbError>;
+/// The same change, only over one of the versions `If-Match` named.
+type UnderIfMatch<T> = fn(&mut Session, UserId, &T, &[Version]) -> Result<Guarded<User>, DbError>;
+
+/// A PUT or PATCH: the change `T` from the body, written as it is or, under `If-Match`,
+/// only over one of the versions named.
+fn change<T: TryFrom<body::JsonObject, Error = ApiError>>(
+    ctx: &Ctx,
+    req: &Request,
+    caller: Option<&str>,
+    id: UserId,
+    plain: Unguarded<T>,
+    guarded: UnderIfMatch<T>,
+) -> Answer {
+    let change = T::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
     let versions = if_match(ctx, req)?;
     write(ctx, req, caller, |c| {
         Ok(changed(match &versions {
-            None => users::patch(c, id, &patch)?.map_or(Guarded::Missing, Guarded::Applied),
-            Some(v) => users::patch_if(c, id, &patch, v)?,
+            None => plain(c, id, &change)?.map_or(Guarded::Missing, Guarded::Applied),
+            Some(v) => guarded(c, id, &change, v)?,
         }))
     })
 }

@@ -29,6 +29,16 @@ fn body_of_len(method: &str, len: usize) -> Vec<u8> {
     body
 }
 
+/// `method path` with `body` as `Content-Type: application/json`, whatever the bytes.
+fn send_json_bytes(app: &TestApp, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+    app.request(
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        Some(body),
+    )
+}
+
 #[test]
 fn unknown_routes_return_404() {
     let app = spawn_app();
@@ -73,12 +83,7 @@ fn known_paths_return_405_with_allow_for_other_methods() {
     for (method, path, allowed) in cases {
         let context = format!("{method} {path}");
 
-        let r = app.request(
-            method,
-            &path,
-            &[("Content-Type", "application/json")],
-            Some(b"{}"),
-        );
+        let r = send_json_bytes(&app, method, &path, b"{}");
 
         assert_error(&r, 405, &context);
         let allow: Vec<String> = r
@@ -175,12 +180,7 @@ fn body_requests_return_413_when_larger_than_max_body_bytes() {
     for (method, path) in body_routes(id) {
         let body = body_of_len(method, 1025);
 
-        let r = app.request(
-            method,
-            &path,
-            &[("Content-Type", "application/json")],
-            Some(&body),
-        );
+        let r = send_json_bytes(&app, method, &path, &body);
 
         assert_error(&r, 413, &format!("{method} {path} with 1025 bytes"));
     }
@@ -200,12 +200,7 @@ fn body_requests_succeed_at_exactly_max_body_bytes() {
     ] {
         let body = body_of_len(method, 1024);
 
-        let r = app.request(
-            method,
-            &path,
-            &[("Content-Type", "application/json")],
-            Some(&body),
-        );
+        let r = send_json_bytes(&app, method, &path, &body);
 
         assert_eq!(
             r.status,
@@ -220,18 +215,8 @@ fn body_requests_succeed_at_exactly_max_body_bytes() {
 fn create_user_returns_413_over_the_default_limit_of_65536_bytes() {
     let app = spawn_app();
 
-    let at_limit = app.request(
-        "POST",
-        "/user",
-        &[("Content-Type", "application/json")],
-        Some(&body_of_len("POST", 65536)),
-    );
-    let over = app.request(
-        "POST",
-        "/user",
-        &[("Content-Type", "application/json")],
-        Some(&body_of_len("PUT", 65537)),
-    );
+    let at_limit = send_json_bytes(&app, "POST", "/user", &body_of_len("POST", 65536));
+    let over = send_json_bytes(&app, "POST", "/user", &body_of_len("PUT", 65537));
 
     assert_eq!(at_limit.status, 201, "65536 bytes: {}", at_limit.text());
     assert_error(&over, 413, "65537 bytes");

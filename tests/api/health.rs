@@ -57,8 +57,7 @@ fn head_health_routes_return_the_get_headers_without_a_body() {
     let mut conn = app.connection();
 
     for path in ["/health", "/health/live", "/health/ready"] {
-        let get = conn.send("GET", path, &[], None).unwrap();
-        let head = conn.send("HEAD", path, &[], None).unwrap();
+        let (get, head) = get_then_head(&mut conn, path);
 
         assert_eq!(head.status, 200, "HEAD {path}");
         assert_eq!(
@@ -68,10 +67,7 @@ fn head_health_routes_return_the_get_headers_without_a_body() {
         );
         assert_request_id(&head, path);
     }
-    assert_eq!(
-        conn.send("GET", "/health/live", &[], None).unwrap().status,
-        200
-    );
+    assert_no_head_response_carried_a_body(&mut conn);
 }
 
 #[test]
@@ -154,13 +150,8 @@ fn requests_return_503_when_no_pooled_connection_frees_up_in_time() {
     });
     let id = app.create_named("Ada", "Lovelace", None);
     let mut locker = app.db();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let addr = app.addr;
-    let blocked = std::thread::spawn(move || {
-        crate::common::client::send(addr, "GET", &format!("/user/{id}"), &[], None)
-    });
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
+    let blocked = get_in_background(app.addr, format!("/user/{id}"));
     assert!(
         wait_for_lock_waiters(&mut app.db(), &app.db_name, 1, Duration::from_secs(10)),
         "the first request never reached the database"

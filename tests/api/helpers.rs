@@ -16,15 +16,20 @@ pub fn id_of(user: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no integer id in {user}"))
 }
 
-/// A user has exactly the six keys of API.md, with the right types.
-pub fn assert_user_shape(user: &Value) {
-    let obj = user
+/// The keys of `object`, sorted; panics, naming it `what`, if it is no object.
+pub fn sorted_keys<'a>(object: &'a Value, what: &str) -> Vec<&'a str> {
+    let obj = object
         .as_object()
-        .unwrap_or_else(|| panic!("a user is an object: {user}"));
+        .unwrap_or_else(|| panic!("{what} is an object: {object}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
+    keys
+}
+
+/// A user has exactly the six keys of API.md, with the right types.
+pub fn assert_user_shape(user: &Value) {
     assert_eq!(
-        keys,
+        sorted_keys(user, "a user"),
         [
             "created_at",
             "email",
@@ -54,23 +59,14 @@ pub fn assert_user_shape(user: &Value) {
 /// RFC 3339 in UTC with microseconds: `2026-11-30T12:00:00.123456Z`. In this fixed form
 /// comparing the strings compares the instants.
 pub fn assert_timestamp(ts: &str) {
+    // Each `0` of the shape stands for one ASCII digit; every other byte stands for itself.
+    const SHAPE: &[u8] = b"0000-00-00T00:00:00.000000Z";
     let b = ts.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
-    let ok = b.len() == 27
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19)
-        && b[19] == b'.'
-        && digits(20..26)
-        && b[26] == b'Z';
+    let ok = b.len() == SHAPE.len()
+        && b.iter().zip(SHAPE).all(|(&c, &s)| match s {
+            b'0' => c.is_ascii_digit(),
+            _ => c == s,
+        });
     assert!(
         ok,
         "{ts:?} is not RFC 3339 UTC with six fractional digits (2026-11-30T12:00:00.123456Z)"
@@ -197,19 +193,22 @@ pub fn count_users(app: &TestApp) -> i64 {
         .get(0)
 }
 
-/// Waits until the app's pool has at least `n` idle connections (it fills in the
-/// background), so that a test's requests do not wait for new ones.
-pub fn wait_for_idle_connections(app: &TestApp, n: f64) {
-    let warm = poll_until(std::time::Duration::from_secs(30), || {
-        let text = app.metrics().text();
-        let idle: f64 = text
-            .lines()
-            .find(|l| l.starts_with("db_pool_connections{state=\"idle\"}"))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()?;
-        (idle >= n).then_some(())
-    });
-    assert!(warm.is_some(), "the pool never had {n} idle connections");
+/// `GET target` then `HEAD target` on `conn`.
+pub fn get_then_head(conn: &mut HttpConnection, target: &str) -> (HttpResponse, HttpResponse) {
+    let get = conn
+        .send("GET", target, &[], None)
+        .expect("an answer to GET");
+    let head = conn
+        .send("HEAD", target, &[], None)
+        .expect("an answer to HEAD");
+    (get, head)
+}
+
+/// After HEAD responses on `conn`, the next request is still answered: had one of them
+/// carried a body, it would have been read as the next response's head.
+pub fn assert_no_head_response_carried_a_body(conn: &mut HttpConnection) {
+    let after = conn
+        .send("GET", "/health/live", &[], None)
+        .expect("the connection still answers");
+    assert_eq!(after.status, 200, "a HEAD response carried a body");
 }

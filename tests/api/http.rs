@@ -136,8 +136,7 @@ fn head_works_wherever_get_does_with_the_same_headers_and_no_body() {
     let mut conn = app.connection();
 
     for target in get_targets(id) {
-        let get = conn.send("GET", &target, &[], None).unwrap();
-        let head = conn.send("HEAD", &target, &[], None).unwrap();
+        let (get, head) = get_then_head(&mut conn, &target);
 
         assert_eq!(head.status, get.status, "HEAD {target}");
         assert_eq!(head.status, 200, "HEAD {target}");
@@ -225,20 +224,16 @@ fn connection_close_is_honoured() {
     );
 }
 
-#[test]
-fn create_user_accepts_a_chunked_body() {
-    let app = spawn_app();
-    let json = serde_json::to_vec(&ada()).unwrap();
-    let (a, b) = json.split_at(10);
+/// `POST /user` of JSON sent as `chunks` in chunked transfer coding.
+fn post_chunked(app: &TestApp, chunks: &[&[u8]]) -> HttpResponse {
     let mut body = Vec::new();
-    for chunk in [a, b] {
+    for chunk in chunks {
         body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         body.extend_from_slice(chunk);
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(b"0\r\n\r\n");
-
-    let r = app.request(
+    app.request(
         "POST",
         "/user",
         &[
@@ -246,7 +241,16 @@ fn create_user_accepts_a_chunked_body() {
             ("Transfer-Encoding", "chunked"),
         ],
         Some(&body),
-    );
+    )
+}
+
+#[test]
+fn create_user_accepts_a_chunked_body() {
+    let app = spawn_app();
+    let json = serde_json::to_vec(&ada()).unwrap();
+    let (a, b) = json.split_at(10);
+
+    let r = post_chunked(&app, &[a, b]);
 
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["email"], "ada@example.com");
@@ -257,26 +261,36 @@ fn create_user_returns_413_when_a_chunked_body_grows_past_max_body_bytes() {
     let app = spawn_app_with(|vars| {
         vars.insert("MAX_BODY_BYTES".into(), "1024".into());
     });
-    let mut body = Vec::new();
-    for _ in 0..4 {
-        body.extend_from_slice(b"200\r\n");
-        body.extend_from_slice(&[b' '; 0x200]);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let spaces = [b' '; 0x200];
 
-    let r = app.request(
-        "POST",
-        "/user",
-        &[
-            ("Content-Type", "application/json"),
-            ("Transfer-Encoding", "chunked"),
-        ],
-        Some(&body),
-    );
+    let r = post_chunked(&app, &[&spaces[..]; 4]);
 
     assert_error(&r, 413, "a 2048-byte chunked body");
     assert_eq!(count_users(&app), 0);
+}
+
+/// `GET target` from `n` threads let go at once, each on a new connection (with
+/// `read_timeout` when given).
+fn burst_of_new_connections(
+    addr: std::net::SocketAddr,
+    n: usize,
+    target: String,
+    read_timeout: Option<Duration>,
+) -> Vec<std::thread::JoinHandle<std::io::Result<HttpResponse>>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+    (0..n)
+        .map(|_| {
+            let (start, target) = (std::sync::Arc::clone(&start), target.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut conn = HttpConnection::open(addr)?;
+                if let Some(timeout) = read_timeout {
+                    conn.set_read_timeout(timeout)?;
+                }
+                conn.send("GET", &target, &[], None)
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -287,23 +301,11 @@ fn new_connections_are_served_while_other_requests_wait_on_the_database() {
         vars.insert("DB_POOL_SIZE".into(), "8".into());
     });
     let id = app.create_named("Ada", "Lovelace", None);
-    wait_for_idle_connections(&app, 5.0);
+    wait_for_idle_connections(app.addr, 5.0);
     let mut locker = app.db();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
     let addr = app.addr;
-    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
-    let blocked: Vec<_> = (0..4)
-        .map(|_| {
-            let start = std::sync::Arc::clone(&start);
-            std::thread::spawn(move || {
-                start.wait();
-                let mut conn = HttpConnection::open(addr)?;
-                conn.send("GET", &format!("/user/{id}"), &[], None)
-            })
-        })
-        .collect();
+    let blocked = burst_of_new_connections(addr, 4, format!("/user/{id}"), None);
     let reached = crate::common::pg::wait_for_lock_waiters(
         &mut app.db(),
         &app.db_name,
@@ -312,18 +314,12 @@ fn new_connections_are_served_while_other_requests_wait_on_the_database() {
     );
 
     // Act: a burst of new connections for a route that needs no database.
-    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
-    let probes: Vec<_> = (0..4)
-        .map(|_| {
-            let start = std::sync::Arc::clone(&start);
-            std::thread::spawn(move || {
-                start.wait();
-                let mut conn = HttpConnection::open(addr)?;
-                conn.set_read_timeout(Duration::from_secs(3))?;
-                conn.send("GET", "/health/live", &[], None)
-            })
-        })
-        .collect();
+    let probes = burst_of_new_connections(
+        addr,
+        4,
+        "/health/live".to_owned(),
+        Some(Duration::from_secs(3)),
+    );
     let probes: Vec<_> = probes.into_iter().map(|t| t.join().unwrap()).collect();
     lock.commit().unwrap();
     let blocked: Vec<_> = blocked.into_iter().map(|t| t.join().unwrap()).collect();

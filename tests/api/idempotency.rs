@@ -26,6 +26,16 @@ fn replayed(r: &HttpResponse) -> bool {
     r.header("idempotent-replayed") == Some("true")
 }
 
+/// The status, and whether the answer is a replay.
+fn outcome(r: &HttpResponse) -> (u16, bool) {
+    (r.status, replayed(r))
+}
+
+/// A second valid user body, unlike `ada()`.
+fn grace() -> Value {
+    json!({"first_name": "Grace", "last_name": "Hopper"})
+}
+
 fn stored_keys(app: &TestApp) -> i64 {
     app.db()
         .query_one("SELECT count(*) FROM idempotency_keys", &[])
@@ -91,7 +101,7 @@ fn the_first_request_with_a_key_is_not_a_replay_and_stores_one_key() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(!replayed(&r), "a first attempt is no replay");
     assert_eq!(stored_keys(&app), 1);
-    let plain = app.create_user(&json!({"first_name": "Grace", "last_name": "Hopper"}));
+    let plain = app.create_user(&grace());
     assert_eq!(plain.status, 201);
     assert_eq!(stored_keys(&app), 1, "a write without a key stores nothing");
 }
@@ -103,7 +113,7 @@ fn the_same_key_with_a_different_request_is_422_and_changes_nothing() {
     assert_eq!(first.status, 201);
     let id = id_of(&first.json());
 
-    let other_body = json!({"first_name": "Grace", "last_name": "Hopper"});
+    let other_body = grace();
     assert_error(
         &keyed(&app, "POST", "/user", "k", &other_body),
         422,
@@ -132,9 +142,7 @@ fn the_same_key_with_a_different_request_is_422_and_changes_nothing() {
 fn a_retry_while_the_first_attempt_runs_is_409_with_retry_after_then_a_replay() {
     let app = spawn_app();
     let mut locker = app.db();
-    let mut tx = locker.transaction().unwrap();
-    tx.batch_execute("LOCK TABLE users IN EXCLUSIVE MODE")
-        .unwrap();
+    let tx = lock_users(&mut locker, "EXCLUSIVE");
 
     let addr = app.addr;
     let first = std::thread::spawn(move || {
@@ -158,7 +166,7 @@ fn a_retry_while_the_first_attempt_runs_is_409_with_retry_after_then_a_replay() 
     let first = first.join().expect("the first attempt");
     assert_eq!(first.status, 201, "{}", first.text());
     let retry = keyed(&app, "POST", "/user", "slow", &ada());
-    assert_eq!((retry.status, replayed(&retry)), (201, true));
+    assert_eq!(outcome(&retry), (201, true));
     assert_eq!(retry.json(), first.json());
     assert_eq!(count_users(&app), 1);
 }
@@ -176,7 +184,7 @@ fn an_error_answer_is_not_stored_so_its_retry_runs_afresh() {
     assert_eq!(stored_keys(&app), 0, "nothing stored for an error");
     assert_eq!(app.delete_user(taken).status, 204);
     let r = keyed(&app, "POST", "/user", "k", &ada());
-    assert_eq!((r.status, replayed(&r)), (201, false), "{}", r.text());
+    assert_eq!(outcome(&r), (201, false), "{}", r.text());
 }
 
 #[test]
@@ -185,23 +193,13 @@ fn keyed_put_patch_and_delete_are_replayed_instead_of_applied_again() {
     let id = app.create_named("Ada", "Lovelace", None);
     let target = format!("/user/{id}");
 
-    let put = keyed(
-        &app,
-        "PUT",
-        &target,
-        "p1",
-        &json!({"first_name": "A", "last_name": "B"}),
-    );
+    let replacement = json!({"first_name": "A", "last_name": "B"});
+
+    let put = keyed(&app, "PUT", &target, "p1", &replacement);
     assert_eq!(put.status, 200);
     app.patch_user(id, &json!({"last_name": "Changed"}));
-    let again = keyed(
-        &app,
-        "PUT",
-        &target,
-        "p1",
-        &json!({"first_name": "A", "last_name": "B"}),
-    );
-    assert_eq!((again.status, replayed(&again)), (200, true));
+    let again = keyed(&app, "PUT", &target, "p1", &replacement);
+    assert_eq!(outcome(&again), (200, true));
     assert_eq!(
         again.json(),
         put.json(),
@@ -215,13 +213,13 @@ fn keyed_put_patch_and_delete_are_replayed_instead_of_applied_again() {
 
     let patch = keyed(&app, "PATCH", &target, "p2", &json!({"first_name": "C"}));
     let again = keyed(&app, "PATCH", &target, "p2", &json!({"first_name": "C"}));
-    assert_eq!((again.status, replayed(&again)), (200, true));
+    assert_eq!(outcome(&again), (200, true));
     assert_eq!(again.json(), patch.json());
 
     let delete = app.request("DELETE", &target, &[("Idempotency-Key", "d1")], None);
     assert_eq!(delete.status, 204);
     let again = app.request("DELETE", &target, &[("Idempotency-Key", "d1")], None);
-    assert_eq!((again.status, replayed(&again)), (204, true), "not a 404");
+    assert_eq!(outcome(&again), (204, true), "not a 404");
 }
 
 #[test]
@@ -238,14 +236,9 @@ fn an_expired_key_is_purged_and_can_be_used_again() {
     });
     assert!(purged.is_some(), "the purge removed the expired key");
 
-    let other = json!({"first_name": "Grace", "last_name": "Hopper"});
+    let other = grace();
     let second = keyed(&app, "POST", "/user", "reuse", &other);
-    assert_eq!(
-        (second.status, replayed(&second)),
-        (201, false),
-        "{}",
-        second.text()
-    );
+    assert_eq!(outcome(&second), (201, false), "{}", second.text());
     assert_ne!(id_of(&second.json()), id_of(&first.json()));
     assert_eq!(count_users(&app), 2);
 }
@@ -289,18 +282,13 @@ fn an_expired_key_not_yet_purged_is_treated_as_never_used() {
         )
         .unwrap();
 
-    let other = json!({"first_name": "Grace", "last_name": "Hopper"});
+    let other = grace();
     let second = keyed(&app, "POST", "/user", "stale", &other);
 
-    assert_eq!(
-        (second.status, replayed(&second)),
-        (201, false),
-        "{}",
-        second.text()
-    );
+    assert_eq!(outcome(&second), (201, false), "{}", second.text());
     let again = keyed(&app, "POST", "/user", "stale", &other);
     assert_eq!(
-        (again.status, replayed(&again)),
+        outcome(&again),
         (201, true),
         "the key now answers the new request"
     );

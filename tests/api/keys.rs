@@ -1,6 +1,6 @@
 //! `API_KEYS_FILE`: keys with scopes. A `read` key may GET and HEAD the user routes and
 //! gets 403 for anything else; a `write` key may do everything; an unknown key gets 401.
-//! Reloading on SIGHUP needs a process of its own: see tests/cli.rs.
+//! Reloading on SIGHUP needs a process of its own: see tests/cli/sighup_reloads_the_keys.rs.
 
 use crate::helpers::*;
 

@@ -265,7 +265,7 @@ fn metrics_report_the_pool_and_its_wait_timeouts() {
         vars.insert("DB_POOL_SIZE".into(), "2".into());
     });
     let id = id_of(&app.create_user_ok(&ada()));
-    wait_for_idle_connections(&app, 2.0);
+    wait_for_idle_connections(app.addr, 2.0);
     let gauge = |samples: &[Sample], state: &str| {
         find(samples, "db_pool_connections", &[("state", state)])
             .unwrap_or_else(|| panic!("db_pool_connections{{state=\"{state}\"}}"))
@@ -294,19 +294,14 @@ fn metrics_report_the_pool_and_its_wait_timeouts() {
 
     // Act: one request blocked behind our lock holds one connection.
     let mut locker = app.db();
-    let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let addr = app.addr;
-    let blocked = std::thread::spawn(move || {
-        client::send(addr, "GET", &format!("/user/{id}"), &[], None).map(|r| r.status)
-    });
+    let lock = lock_users(&mut locker, "ACCESS EXCLUSIVE");
+    let blocked = get_in_background(app.addr, format!("/user/{id}"));
     let busy = poll_until(std::time::Duration::from_secs(30), || {
         let (samples, _) = scrape(&app);
         (gauge(&samples, "in_use") >= 1.0).then_some(samples)
     });
     lock.commit().unwrap();
-    let answer = blocked.join().unwrap();
+    let answer = blocked.join().unwrap().map(|r| r.status);
 
     // Assert: one in use, one idle; back to two idle once it is answered.
     let busy = busy.expect("db_pool_connections{state=\"in_use\"} never showed the request");
@@ -351,10 +346,7 @@ fn head_metrics_returns_the_get_headers_without_a_body() {
             .unwrap_or_default()
             .starts_with("text/plain; version=0.0.4")
     );
-    assert_eq!(
-        conn.send("GET", "/health/live", &[], None).unwrap().status,
-        200
-    );
+    assert_no_head_response_carried_a_body(&mut conn);
 }
 
 #[test]

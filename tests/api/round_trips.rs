@@ -118,7 +118,7 @@ fn cost(proxy: &CountingProxy, request: impl FnOnce() -> HttpResponse) -> (u16, 
 #[test]
 fn requests_without_the_new_headers_cost_one_round_trip_as_before() {
     let (app, proxy) = spawn_counted();
-    wait_for_idle_connections(&app, 4.0);
+    wait_for_idle_connections(app.addr, 4.0);
     let id = app.create_named("Grace", "Hopper", None);
 
     let target = format!("/user/{id}");
@@ -154,7 +154,7 @@ fn requests_without_the_new_headers_cost_one_round_trip_as_before() {
 #[test]
 fn a_conditional_write_costs_one_round_trip_and_a_keyed_one_a_transaction() {
     let (app, proxy) = spawn_counted();
-    wait_for_idle_connections(&app, 4.0);
+    wait_for_idle_connections(app.addr, 4.0);
     let created = app.create_user(&ada());
     let id = id_of(&created.json());
     let tag = created.header("etag").expect("an ETag").to_owned();

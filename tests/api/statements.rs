@@ -26,33 +26,30 @@ fn session(app: &TestApp, cache: StatementCache) -> Session {
         .expect("connect to the test database")
 }
 
-#[test]
-fn with_the_cache_on_a_session_prepares_each_statement_once_and_reuses_it() {
+/// Looks one user up three times on a session of its own with `cache`; returns how many
+/// named statements the server then holds for that session.
+fn prepared_after_three_lookups(cache: StatementCache) -> i64 {
     let app = spawn_app();
     let id = UserId::parse(&app.create_named("Ada", "Lovelace", None).to_string()).expect("an id");
-    let mut s = session(&app, StatementCache::On);
+    let mut s = session(&app, cache);
 
     for _ in 0..3 {
         let user = users::get(&mut s, id).expect("get the user");
         assert!(user.is_some(), "the user is found");
     }
 
+    prepared_on_the_server(&mut s)
+}
+
+#[test]
+fn with_the_cache_on_a_session_prepares_each_statement_once_and_reuses_it() {
     // The lookup, prepared once for three runs, and the count itself.
-    assert_eq!(prepared_on_the_server(&mut s), 2);
+    assert_eq!(prepared_after_three_lookups(StatementCache::On), 2);
 }
 
 #[test]
 fn with_the_cache_off_a_session_prepares_no_named_statement() {
-    let app = spawn_app();
-    let id = UserId::parse(&app.create_named("Ada", "Lovelace", None).to_string()).expect("an id");
-    let mut s = session(&app, StatementCache::Off);
-
-    for _ in 0..3 {
-        let user = users::get(&mut s, id).expect("get the user");
-        assert!(user.is_some(), "the user is found");
-    }
-
-    assert_eq!(prepared_on_the_server(&mut s), 0);
+    assert_eq!(prepared_after_three_lookups(StatementCache::Off), 0);
 }
 
 /// Every route that runs a statement, once: after the first round each of the pool's one

@@ -27,9 +27,14 @@ fn create_user_returns_201_with_the_user_and_a_location_header() {
         user["created_at"], user["updated_at"],
         "a new user was never changed"
     );
+    assert_location_is_singular(&r, &user);
+}
+
+/// `Location` names the new user at its singular path, whichever path created it.
+fn assert_location_is_singular(r: &HttpResponse, user: &Value) {
     assert_eq!(
         r.header("location"),
-        Some(format!("/user/{}", id_of(&user)).as_str())
+        Some(format!("/user/{}", id_of(user)).as_str())
     );
 }
 
@@ -42,10 +47,7 @@ fn create_user_via_the_plural_alias_returns_201_and_a_singular_location() {
     assert_eq!(r.status, 201, "{}", r.text());
     let user = r.json();
     assert_user_shape(&user);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("/user/{}", id_of(&user)).as_str())
-    );
+    assert_location_is_singular(&r, &user);
 }
 
 #[test]
@@ -378,39 +380,63 @@ fn create_user_returns_409_when_email_differs_only_in_case() {
     assert_eq!(count_users(&app), 1);
 }
 
+/// Runs `clients` threads, each with a keep-alive connection of its own, lets them go
+/// at once, and returns what each returned (`client` gets its number and connection).
+fn from_concurrent_clients<T: Send + 'static>(
+    app: &TestApp,
+    clients: usize,
+    client: impl Fn(usize, &mut HttpConnection) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let start = Arc::new(Barrier::new(clients));
+    let client = Arc::new(client);
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            let (start, client, addr) = (Arc::clone(&start), Arc::clone(&client), app.addr);
+            std::thread::spawn(move || {
+                let mut conn = HttpConnection::open(addr).expect("connect");
+                start.wait();
+                client(t, &mut conn)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a client thread"))
+        .collect()
+}
+
+/// `POST target` with a JSON `body` on `conn`.
+fn post_json(conn: &mut HttpConnection, target: &str, body: &Value) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap();
+    conn.send(
+        "POST",
+        target,
+        &[("Content-Type", "application/json")],
+        Some(&bytes),
+    )
+    .expect("a response")
+}
+
 #[test]
 fn create_user_loses_and_duplicates_no_row_under_32_concurrent_clients() {
     // Arrange
     let app = spawn_app();
-    let addr = app.addr;
-    let start = Arc::new(Barrier::new(32));
 
     // Act: 32 clients, each on its own keep-alive connection, create 10 users each.
-    let threads: Vec<_> = (0..32)
-        .map(|t| {
-            let start = Arc::clone(&start);
-            std::thread::spawn(move || {
-                let mut conn = HttpConnection::open(addr).expect("connect");
-                start.wait();
-                (0..10)
-                    .map(|i| {
-                        let email = (i % 3 != 0).then(|| format!("u{t}-{i}@example.com"));
-                        let body = json!({"first_name": format!("T{t}"), "last_name": format!("N{i}"), "email": email});
-                        let body = serde_json::to_vec(&body).unwrap();
-                        let r = conn
-                            .send("POST", "/users", &[("Content-Type", "application/json")], Some(&body))
-                            .expect("a response");
-                        assert_eq!(r.status, 201, "client {t} create {i}: {}", r.text());
-                        id_of(&r.json())
-                    })
-                    .collect::<Vec<i64>>()
+    let ids: Vec<i64> = from_concurrent_clients(&app, 32, |t, conn| {
+        (0..10)
+            .map(|i| {
+                let email = (i % 3 != 0).then(|| format!("u{t}-{i}@example.com"));
+                let body = json!({"first_name": format!("T{t}"), "last_name": format!("N{i}"), "email": email});
+                let r = post_json(conn, "/users", &body);
+                assert_eq!(r.status, 201, "client {t} create {i}: {}", r.text());
+                id_of(&r.json())
             })
-        })
-        .collect();
-    let ids: Vec<i64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("a client thread"))
-        .collect();
+            .collect::<Vec<i64>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
 
     // Assert
     let unique: HashSet<i64> = ids.iter().copied().collect();
@@ -429,35 +455,19 @@ fn create_user_loses_and_duplicates_no_row_under_32_concurrent_clients() {
 #[test]
 fn create_user_gives_exactly_one_201_when_clients_race_for_the_same_email() {
     let app = spawn_app();
-    let addr = app.addr;
-    let start = Arc::new(Barrier::new(32));
 
-    let threads: Vec<_> = (0..32)
-        .map(|t| {
-            let start = Arc::clone(&start);
-            std::thread::spawn(move || {
-                let mut conn = HttpConnection::open(addr).expect("connect");
-                let email = if t % 2 == 0 {
-                    "race@example.com"
-                } else {
-                    "RACE@example.com"
-                };
-                let body = serde_json::to_vec(
-                    &json!({"first_name": "R", "last_name": format!("{t}"), "email": email}),
-                )
-                .unwrap();
-                start.wait();
-                conn.send(
-                    "POST",
-                    "/user",
-                    &[("Content-Type", "application/json")],
-                    Some(&body),
-                )
-                .expect("a response")
-            })
-        })
-        .collect();
-    let responses: Vec<HttpResponse> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let responses = from_concurrent_clients(&app, 32, |t, conn| {
+        let email = if t % 2 == 0 {
+            "race@example.com"
+        } else {
+            "RACE@example.com"
+        };
+        post_json(
+            conn,
+            "/user",
+            &json!({"first_name": "R", "last_name": format!("{t}"), "email": email}),
+        )
+    });
 
     let created = responses.iter().filter(|r| r.status == 201).count();
     let conflicts: Vec<_> = responses.iter().filter(|r| r.status != 201).collect();

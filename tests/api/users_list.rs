@@ -17,13 +17,8 @@ fn list(app: &TestApp, query: &str) -> Value {
     assert_json_content_type(&r, query);
     assert_request_id(&r, query);
     let page = r.json();
-    let obj = page
-        .as_object()
-        .unwrap_or_else(|| panic!("the listing is an object: {page}"));
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(&page, "the listing"),
         ["limit", "next_after_id", "offset", "users"],
         "the listing has exactly four keys: {page}"
     );
@@ -251,8 +246,7 @@ fn head_users_returns_the_get_headers_without_a_body() {
     let mut conn = app.connection();
 
     for target in ["/users", "/users?limit=1"] {
-        let get = conn.send("GET", target, &[], None).unwrap();
-        let head = conn.send("HEAD", target, &[], None).unwrap();
+        let (get, head) = get_then_head(&mut conn, target);
 
         assert_eq!(head.status, 200, "HEAD {target}");
         assert_eq!(head.header("content-type"), get.header("content-type"));
@@ -260,8 +254,5 @@ fn head_users_returns_the_get_headers_without_a_body() {
             assert_eq!(len, get.body.len().to_string(), "HEAD {target}");
         }
     }
-    assert_eq!(
-        conn.send("GET", "/health/live", &[], None).unwrap().status,
-        200
-    );
+    assert_no_head_response_carried_a_body(&mut conn);
 }

@@ -314,6 +314,26 @@ fn after_recovery_burst(addr: std::net::SocketAddr, tag: &str, some_id: i64) -> 
     burst
 }
 
+/// For `period`, ends the app's database sessions over and over with
+/// `pg_terminate_backend`, every 15 ms; returns how many it ended.
+pub fn terminate_app_sessions_for(app: &TestApp, period: Duration) -> i64 {
+    let mut saboteur = app.db();
+    let mut terminated = 0i64;
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        let row = saboteur
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND application_name = 'user-api'",
+                &[&app.db_name],
+            )
+            .expect("terminate the app's sessions");
+        terminated += row.get::<_, i64>(0);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    terminated
+}
+
 #[test]
 fn writes_exist_exactly_once_when_backends_are_terminated_mid_load() {
     let _serial = serial();
@@ -337,20 +357,7 @@ fn writes_exist_exactly_once_when_backends_are_terminated_mid_load() {
 
     // Act: for a few seconds, pg_terminate_backend on the app's sessions, over and over
     // (what a DBA, idle_session_timeout or a pooler restart does to one session).
-    let mut saboteur = app.db();
-    let mut terminated = 0i64;
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
-        let row = saboteur
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = $1 AND application_name = 'user-api'",
-                &[&app.db_name],
-            )
-            .expect("terminate the app's sessions");
-        terminated += row.get::<_, i64>(0);
-        std::thread::sleep(Duration::from_millis(15));
-    }
+    let terminated = terminate_app_sessions_for(&app, Duration::from_secs(6));
     let attempts = load.stop();
 
     // Assert: every 201 exactly once, no row nobody was told about (a write retried

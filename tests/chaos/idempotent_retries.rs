@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::db_outage::terminate_app_sessions_for;
 use crate::support::*;
 
 const WRITERS: usize = 4;
@@ -129,20 +130,7 @@ fn keyed_creates_retried_through_killed_sessions_leave_exactly_the_rows_asked_fo
     assert!(warm.is_some(), "20 users created before the sabotage");
 
     // Act: for a few seconds, pg_terminate_backend on the app's sessions, over and over.
-    let mut saboteur = app.db();
-    let mut terminated = 0i64;
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
-        let row = saboteur
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = $1 AND application_name = 'user-api'",
-                &[&app.db_name],
-            )
-            .expect("terminate the app's sessions");
-        terminated += row.get::<_, i64>(0);
-        std::thread::sleep(Duration::from_millis(15));
-    }
+    let terminated = terminate_app_sessions_for(&app, Duration::from_secs(6));
     stop.store(true, Ordering::SeqCst);
     let creates: Vec<Create> = writers
         .into_iter()

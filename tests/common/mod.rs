@@ -53,3 +53,41 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0 to find a free port")
 }
+
+/// Waits until the server at `addr` reports at least `n` idle pool connections in
+/// `/metrics` (the pool fills in the background), so that a test's requests do not wait
+/// for new ones.
+pub fn wait_for_idle_connections(addr: std::net::SocketAddr, n: f64) {
+    let warm = poll_until(Duration::from_secs(30), || {
+        let text = client::send(addr, "GET", "/metrics", &[], None)
+            .ok()?
+            .text();
+        let idle: f64 = text
+            .lines()
+            .find(|l| l.starts_with("db_pool_connections{state=\"idle\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (idle >= n).then_some(())
+    });
+    assert!(warm.is_some(), "the pool never had {n} idle connections");
+}
+
+/// Takes `LOCK TABLE users IN {mode} MODE` in a transaction on `db`: requests that touch
+/// `users` wait until the returned transaction ends.
+pub fn lock_users<'a>(db: &'a mut postgres::Client, mode: &str) -> postgres::Transaction<'a> {
+    let mut lock = db.transaction().expect("begin the locking transaction");
+    lock.batch_execute(&format!("LOCK TABLE users IN {mode} MODE"))
+        .expect("lock the users table");
+    lock
+}
+
+/// `GET target` on a connection of its own, sent from a thread of its own: for a request
+/// that will wait (behind a test's lock) while the test goes on.
+pub fn get_in_background(
+    addr: std::net::SocketAddr,
+    target: String,
+) -> std::thread::JoinHandle<std::io::Result<HttpResponse>> {
+    std::thread::spawn(move || client::send(addr, "GET", &target, &[], None))
+}

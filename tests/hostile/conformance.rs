@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use user_api::http::server::ServerConfig;
 
-use crate::support::{READ_LIMIT, TestServer, echo, quick_config};
+use crate::support::{READ_LIMIT, Resp, TestServer, echo, quick_config};
 
 fn patient_server() -> TestServer {
     let config = ServerConfig {
@@ -15,6 +15,14 @@ fn patient_server() -> TestServer {
         ..quick_config()
     };
     TestServer::start(config, echo)
+}
+
+/// The patient server's answer to `request`, on a connection of its own.
+fn answer_to(request: &str) -> Resp {
+    let server = patient_server();
+    let mut c = server.client();
+    c.send(request);
+    c.response()
 }
 
 #[test]
@@ -31,28 +39,23 @@ fn connection_is_closed_at_once_when_the_fin_comes_with_a_partial_head() {
 
 #[test]
 fn http11_request_without_host_gets_a_400() {
-    let server = patient_server();
-    let mut c = server.client();
-    c.send("GET /users HTTP/1.1\r\n\r\n");
-    c.response().assert_layer_error(400);
+    answer_to("GET /users HTTP/1.1\r\n\r\n").assert_layer_error(400);
 }
 
 #[test]
 fn absolute_form_target_reaches_the_handler_as_its_path() {
-    let server = patient_server();
-    let mut c = server.client();
-    c.send("GET http://example.com/users?limit=2 HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    let json = c.response().json();
+    let request = "GET http://example.com/users?limit=2 HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    let json = answer_to(request).json();
     assert_eq!(json["path"], "/users");
     assert_eq!(json["query"], "limit=2");
 }
 
 #[test]
 fn two_authorization_headers_get_a_400() {
-    let server = patient_server();
-    let mut c = server.client();
-    c.send("GET /users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n");
-    c.response().assert_layer_error(400);
+    answer_to(
+        "GET /users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+    )
+    .assert_layer_error(400);
 }
 
 #[test]

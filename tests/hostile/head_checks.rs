@@ -7,7 +7,7 @@ use std::time::Duration;
 use user_api::http::server::ServerConfig;
 
 use crate::common::spawn_app_with;
-use crate::support::{Client, TestServer, echo, quick_config};
+use crate::support::{Client, Resp, TestServer, echo, quick_config};
 
 const TOKEN: &str = "hostile-round-two-token";
 
@@ -17,31 +17,31 @@ fn app_with_token() -> crate::common::TestApp {
     })
 }
 
-#[test]
-fn body_is_refused_with_401_before_it_arrives_when_the_token_is_missing() {
+/// The answer to the head of a 60 000-byte `POST /users` without the token, with the
+/// `extra` header lines, when not a byte of the body follows.
+fn answer_to_a_head_without_the_token(extra: &str) -> Resp {
     let app = app_with_token();
     let mut c = Client::connect(app.addr);
-    // The head of a 60 000-byte body, and not a byte of the body.
-    c.send(
+    c.send(format!(
         "POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-         Content-Length: 60000\r\n\r\n",
-    );
-    let resp = c
-        .try_response(false)
-        .expect("an answer without waiting for the body");
+         {extra}Content-Length: 60000\r\n\r\n"
+    ));
+    c.try_response(false)
+        .expect("an answer without waiting for the body")
+}
+
+#[test]
+fn body_is_refused_with_401_before_it_arrives_when_the_token_is_missing() {
+    let resp = answer_to_a_head_without_the_token("");
+
     assert_eq!(resp.status, 401, "{}", resp.text());
     assert_eq!(resp.header("connection"), Some("close"));
 }
 
 #[test]
 fn continue_is_not_sent_when_the_token_is_missing() {
-    let app = app_with_token();
-    let mut c = Client::connect(app.addr);
-    c.send(
-        "POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-         Expect: 100-continue\r\nContent-Length: 60000\r\n\r\n",
-    );
-    let resp = c.try_response(false).expect("an answer");
+    let resp = answer_to_a_head_without_the_token("Expect: 100-continue\r\n");
+
     assert_eq!(
         resp.status, 401,
         "no 100 Continue for a client that may not send"
