@@ -7,12 +7,11 @@
 pub mod app;
 pub mod client;
 pub mod pg;
-pub mod replica;
 pub mod tempdir;
 
 pub use app::{TestApp, spawn_app, spawn_app_in, spawn_app_on, spawn_app_with};
 pub use client::{HttpConnection, HttpResponse};
-pub use pg::{DataDir, TestCluster, TestDatabase, fresh_database};
+pub use pg::{DataDir, Replica, TestCluster, TestDatabase, fresh_database};
 pub use tempdir::TempDir;
 
 use std::collections::hash_map::RandomState;
