@@ -109,12 +109,12 @@ fn in_bindir(dir: &Path) -> Option<Binaries> {
     })
 }
 
-/// The directory of the server programs the clusters run.
-pub fn bindir() -> PathBuf {
-    binaries()
-        .postgres
-        .parent()
-        .map_or_else(PathBuf::new, Path::to_path_buf)
+/// The directory of the server programs the clusters run (links resolved, so the other
+/// programs of that installation, `pgbench` say, are beside them), if there are any.
+pub fn bindir() -> Option<PathBuf> {
+    let postgres = find_binaries()?.postgres;
+    let postgres = std::fs::canonicalize(&postgres).unwrap_or(postgres);
+    postgres.parent().map(Path::to_path_buf)
 }
 
 /// The path of `psql` next to the server binaries, if there is one.
@@ -491,6 +491,11 @@ impl TestCluster {
             }
             cluster
         };
+        if cluster.server.pg_ctl(&["status"]).is_ok() {
+            // Left running (a script killed before it could stop it): use it as it is.
+            cluster.server.port = kept_port(dir)?;
+            return Ok(cluster);
+        }
         match port {
             Some(port) => {
                 cluster.server.port = port;
