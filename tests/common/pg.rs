@@ -187,6 +187,18 @@ pub fn private_dir(kind: &str, owner: Option<(u32, u32)>) -> PathBuf {
     dir
 }
 
+/// Runs `cmd` to its end; on failure, `what` and the command's error output.
+fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("run {what}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
 /// A command for a PostgreSQL program, as the user that owns the clusters.
 fn pg_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
@@ -337,20 +349,9 @@ impl Server {
 
     /// `pg_ctl <args> -D <data>` as the server's account; on failure, pg_ctl's error.
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
-        let out = pg_command(&binaries().pg_ctl)
-            .args(args)
-            .arg("-D")
-            .arg(self.data_dir())
-            .output()
-            .map_err(|e| format!("run pg_ctl {}: {e}", args.join(" ")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(format!(
-            "pg_ctl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        let mut pg_ctl = pg_command(&binaries().pg_ctl);
+        pg_ctl.args(args).arg("-D").arg(self.data_dir());
+        run(pg_ctl, &format!("pg_ctl {}", args.join(" ")))
     }
 
     /// Starts the server on `self.port`; on failure, pg_ctl's error and the end of the
@@ -581,19 +582,14 @@ impl TestCluster {
     fn initdb(&self) {
         let pwfile = self.server.dir.join("pwfile");
         write_private(&pwfile, self.password.as_bytes());
-        let out = pg_command(&binaries().initdb)
+        let mut initdb = pg_command(&binaries().initdb);
+        initdb
             .arg("-D")
             .arg(self.server.data_dir())
             .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8"])
             .args(["--locale=C", "--no-sync"])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+            .arg(format!("--pwfile={}", pwfile.display()));
+        run(initdb, "initdb").unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -654,21 +650,16 @@ impl Replica {
                 "pg_basebackup was not found next to the PostgreSQL server binaries: install PostgreSQL's client programs (apt-get install postgresql)"
             )
         });
-        let out = pg_command(pg_basebackup)
+        let mut basebackup = pg_command(pg_basebackup);
+        basebackup
             .args(["-h", "127.0.0.1", "-p", &primary.port().to_string()])
             .args(["-U", SUPERUSER, "-D"])
             .arg(server.data_dir())
             // -R: standby.signal + primary_conninfo (with the password we connect with);
             // WAL streamed alongside, so the copy is consistent on its own
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
-            .env("PGPASSWORD", primary.password())
-            .output()
-            .expect("run pg_basebackup");
-        assert!(
-            out.status.success(),
-            "pg_basebackup from the primary failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+            .env("PGPASSWORD", primary.password());
+        run(basebackup, "pg_basebackup from the primary").unwrap_or_else(|e| panic!("{e}"));
         let auto_conf = std::fs::read_to_string(server.data_dir().join("postgresql.auto.conf"))
             .unwrap_or_default();
         assert!(
