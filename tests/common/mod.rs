@@ -1,7 +1,8 @@
 //! Test support shared by the test binaries: a throwaway PostgreSQL, a small blocking
 //! HTTP/1.1 client, the in-process app and temporary directories.
 //!
-//! Each test binary compiles this module on its own and uses a different part of it.
+//! Each test binary compiles this module on its own and uses a different part of it;
+//! `examples/pg.rs` compiles it too, to give scripts the same PostgreSQL launcher.
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
