@@ -1,6 +1,7 @@
 //! The connection layer end to end, over raw `TcpStream`s on 127.0.0.1: framing,
 //! keep-alive, limits, timeouts, overload, descriptor exhaustion and graceful stop.
 
+mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};

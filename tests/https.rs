@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{Value, json};
 
+use common::client::read_response_from;
 use common::{TempDir, TestApp, free_port, poll_until, spawn_app_with};
 
 /// A self-signed certificate for localhost and 127.0.0.1, its key, and its DER.
@@ -100,13 +101,13 @@ fn try_tls_connect(addr: SocketAddr, trusted: &[u8]) -> Option<TlsStream> {
     Some(s)
 }
 
-/// One request on `s`; returns the status, the head and the body.
+/// One request on `s`; returns the status and the body.
 fn exchange(
     s: &mut impl ReadWrite,
     method: &str,
     target: &str,
     body: Option<&Value>,
-) -> (u16, String, Vec<u8>) {
+) -> (u16, Vec<u8>) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -120,31 +121,11 @@ fn exchange(
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-fn read_response(s: &mut impl Read) -> (u16, String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).expect("read the response head");
-        assert!(
-            n > 0,
-            "connection closed mid-head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let status = head[9..12].parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).unwrap();
-    (status, head, body)
+/// Reads one response with the harness's parser (tests/common/client.rs). Requests and
+/// responses go in lockstep, so nothing follows the response that reading ahead could lose.
+fn read_response(s: &mut impl Read) -> (u16, Vec<u8>) {
+    let r = read_response_from(&mut BufReader::new(s), false).expect("read the response");
+    (r.status, r.body)
 }
 
 #[test]
@@ -154,7 +135,7 @@ fn over_https_the_api_answers_create_read_list_delete_on_one_kept_alive_connecti
     let app = https_app(&files, &cert.der);
     let mut s = tls_connect(app.addr, &cert.der);
     assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (status, _, body) = exchange(
+    let (status, body) = exchange(
         &mut s,
         "POST",
         "/user",
@@ -163,15 +144,15 @@ fn over_https_the_api_answers_create_read_list_delete_on_one_kept_alive_connecti
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let created: Value = serde_json::from_slice(&body).unwrap();
     let id = created["id"].as_i64().unwrap();
-    let (status, _, body) = exchange(&mut s, "GET", &format!("/user/{id}"), None);
+    let (status, body) = exchange(&mut s, "GET", &format!("/user/{id}"), None);
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), created);
-    let (status, _, body) = exchange(&mut s, "GET", "/users", None);
+    let (status, body) = exchange(&mut s, "GET", "/users", None);
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("Lovelace"));
-    let (status, _, _) = exchange(&mut s, "DELETE", &format!("/user/{id}"), None);
+    let (status, _) = exchange(&mut s, "DELETE", &format!("/user/{id}"), None);
     assert_eq!(status, 204);
-    let (status, _, _) = exchange(&mut s, "GET", &format!("/user/{id}"), None);
+    let (status, _) = exchange(&mut s, "GET", &format!("/user/{id}"), None);
     assert_eq!(status, 404);
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::Replica;
 use crate::common::client;
-use crate::common::replica::Replica;
 use crate::helpers::*;
 
 const WRITERS: usize = 4;

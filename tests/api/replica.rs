@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::replica::Replica;
+use crate::common::Replica;
 use crate::helpers::*;
 
 const CATCH_UP: Duration = Duration::from_secs(30);

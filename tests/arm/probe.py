@@ -16,11 +16,16 @@
 """
 
 import argparse
+import os
 import resource
 import socket
 import struct
 import sys
 import time
+
+# read_response and still_open: the loopback client of scripts/idle_load.py, not a copy.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../scripts"))
+from idle_load import read_response, still_open  # noqa: E402
 
 HOST = "127.0.0.1"
 REQUEST = b"GET /health/live HTTP/1.1\r\nHost: arm-probe\r\n\r\n"
@@ -96,38 +101,6 @@ def rss(pid, binary, native):
         if low <= m[0] < high and not m[3].startswith("[") and (m[3] == "" or m[3] == binary)
     )
     return own, total
-
-
-def read_response(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed before a response")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed inside a body")
-        body += chunk
-    return head.split(b"\r\n")[0].decode()
-
-
-def still_open(sock):
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def idle(args, native):

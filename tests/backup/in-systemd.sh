@@ -20,15 +20,10 @@ wait_until() { # SECONDS COMMAND...
 }
 
 # --- a throw-away PostgreSQL (the container's file system is an overlay that goes with it) ---
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 pg=/var/lib/user-api-test-pg
-install -d -o postgres -g postgres -m 0700 "$pg"
 password="pw-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-printf '%s\n' "$password" > "$pg/pwfile"
-chown postgres: "$pg/pwfile"
-as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
-as_pg "$pg_bin/initdb" -D "$pg/data" -U postgres --pwfile="$pg/pwfile" -A scram-sha-256 > /dev/null
-as_pg "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w -o "-c listen_addresses=127.0.0.1 -p 5432 -k $pg" start > /dev/null
+# the test harness's launcher (examples/pg.rs, copied in by the runner); runs it as 'postgres'
+"$src/pg" start "$pg" --port 5432 --password "$password" > /dev/null
 su_psql() { PGPASSWORD="$password" psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 su_psql -c "CREATE ROLE user_api LOGIN CREATEDB PASSWORD '$password'" -c "CREATE DATABASE user_api OWNER user_api"
 

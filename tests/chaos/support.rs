@@ -9,8 +9,8 @@ pub use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -225,25 +225,12 @@ pub fn logs_request_id(log: &str, id: &str) -> bool {
     })
 }
 
-/// A socket that counts what it reads.
-struct Counting {
-    stream: TcpStream,
-    read: usize,
-}
-
-impl Read for Counting {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.stream.read(buf)?;
-        self.read += n;
-        Ok(n)
-    }
-}
-
-/// One keep-alive client: connects when it has no connection, drops it after a failure
-/// or a `Connection: close`.
+/// One keep-alive client over the harness's [`HttpConnection`]: connects when it has no
+/// connection, drops it after a failure or a `Connection: close`, and says how a request
+/// failed.
 pub struct Client {
     addr: SocketAddr,
-    conn: Option<BufReader<Counting>>,
+    conn: Option<HttpConnection>,
     timeout: Duration,
 }
 
@@ -271,35 +258,17 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<HttpResponse, Failure> {
-        if self.conn.is_none() {
-            let stream =
-                TcpStream::connect_timeout(&self.addr, self.timeout).map_err(Failure::Connect)?;
-            let setup = stream
-                .set_read_timeout(Some(self.timeout))
-                .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-                .and_then(|()| stream.set_nodelay(true));
-            setup.map_err(Failure::Connect)?;
-            self.conn = Some(BufReader::new(Counting { stream, read: 0 }));
-        }
-        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: chaos\r\n");
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(body) = body {
-            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        request.push_str("\r\n");
-        let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(body.unwrap_or_default());
-        let conn = self.conn.as_mut().expect("connected above");
-        if let Err(e) = conn.get_mut().stream.write_all(&bytes) {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(
+                HttpConnection::open_within(self.addr, self.timeout).map_err(Failure::Connect)?,
+            ),
+        };
+        if let Err(e) = conn.write_request(method, target, headers, body) {
             self.conn = None;
             return Err(Failure::Write(e));
         }
-        conn.get_mut().read = 0;
-        let result = read_response(conn, method == "HEAD");
-        let received = conn.get_ref().read;
-        match result {
+        match conn.read_response(method == "HEAD") {
             Ok(r) => {
                 if r.closes_connection() {
                     self.conn = None;
@@ -307,11 +276,9 @@ impl Client {
                 Ok(r)
             }
             Err(error) => {
+                let bytes = conn.bytes_received();
                 self.conn = None;
-                Err(Failure::Read {
-                    bytes: received,
-                    error,
-                })
+                Err(Failure::Read { bytes, error })
             }
         }
     }
@@ -333,56 +300,8 @@ impl Client {
     }
 }
 
-/// Reads one response framed by `Content-Length` (all this server sends), or no body for
-/// HEAD and 204.
-pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Result<HttpResponse> {
-    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let mut line = String::new();
-    let read_line = |reader: &mut dyn BufRead, line: &mut String| -> io::Result<()> {
-        line.clear();
-        let mut raw = Vec::new();
-        reader.read_until(b'\n', &mut raw)?;
-        if raw.last() != Some(&b'\n') {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the connection ended inside the response head",
-            ));
-        }
-        *line = String::from_utf8_lossy(&raw).trim_end().to_owned();
-        Ok(())
-    };
-    read_line(reader, &mut line)?;
-    let status: u16 = line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3)?.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        read_line(reader, &mut line)?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let mut response = HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if !head_request && status != 204 {
-        let len: usize = response
-            .header("content-length")
-            .ok_or_else(|| bad(format!("a {status} response without Content-Length")))?
-            .parse()
-            .map_err(|_| bad("a bad Content-Length".into()))?;
-        response.body = vec![0; len];
-        reader.read_exact(&mut response.body)?;
-    }
-    Ok(response)
-}
+/// Reads one response from a socket of the test's own (or bytes already read).
+pub use crate::common::client::read_response_from as read_response;
 
 // ---------------------------------------------------------------------------------------
 // The ledger: what each create request was told, checked against the table

@@ -1,18 +1,18 @@
 //! Test support shared by the test binaries: a throwaway PostgreSQL, a small blocking
 //! HTTP/1.1 client, the in-process app and temporary directories.
 //!
-//! Each test binary compiles this module on its own and uses a different part of it.
+//! Each test binary compiles this module on its own and uses a different part of it;
+//! `examples/pg.rs` compiles it too, to give scripts the same PostgreSQL launcher.
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
 pub mod client;
 pub mod pg;
-pub mod replica;
 pub mod tempdir;
 
 pub use app::{TestApp, spawn_app, spawn_app_in, spawn_app_on, spawn_app_with};
 pub use client::{HttpConnection, HttpResponse};
-pub use pg::{DataDir, TestCluster, TestDatabase, fresh_database};
+pub use pg::{DataDir, Replica, TestCluster, TestDatabase, fresh_database};
 pub use tempdir::TempDir;
 
 use std::collections::hash_map::RandomState;

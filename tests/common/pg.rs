@@ -1,16 +1,19 @@
-//! A throwaway PostgreSQL for the tests, or the server `TEST_DATABASE_URL` names.
+//! A throwaway PostgreSQL for the tests, or the server `TEST_DATABASE_URL` names; the
+//! one launcher of the repository (scripts reach it through `examples/pg.rs`).
 //!
 //! One cluster per test binary is started on first use (`initdb` into a temporary
 //! directory with a password, `postgres` on a free port of 127.0.0.1 through `pg_ctl`) and
 //! each test gets its own database on it. Tests that need to stop and start the database
-//! (an outage, start-up before the database) make their own [`TestCluster`].
+//! (an outage, start-up before the database) make their own [`TestCluster`]; the
+//! read-replica tests stream a [`Replica`] from one.
 //!
-//! Cleanup does not depend on destructors: every cluster has a watchdog, a tiny `sh`
-//! whose stdin is a pipe from the test process. When the test process exits, however it
-//! exits, the pipe closes and the watchdog stops the server (fast shutdown, SIGINT) and
+//! Cleanup does not depend on destructors: every temporary server has a watchdog, a tiny
+//! `sh` whose stdin is a pipe from the test process. When the test process exits, however
+//! it exits, the pipe closes and the watchdog stops the server (immediate shutdown) and
 //! removes the directory. The watchdog sits in its own process group and ignores SIGINT
 //! and SIGTERM, so a Ctrl-C on `cargo test` reaches the tests but not the cleanup, and
-//! `pg_ctl` starts the server in a session of its own.
+//! `pg_ctl` starts the server in a session of its own. A kept cluster
+//! ([`TestCluster::start_kept`], for scripts) has no watchdog.
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root (as in CI) the server
 //! binaries, the watchdog and the directory belong to the `postgres` user.
@@ -22,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH, via `pg_config --bindir` or under /usr/lib/postgresql/*/bin: install them (apt-get install postgresql) or set TEST_DATABASE_URL to a superuser URL of a running server";
 
@@ -34,6 +38,7 @@ struct Binaries {
     pg_ctl: PathBuf,
     postgres: PathBuf,
     psql: Option<PathBuf>,
+    pg_basebackup: Option<PathBuf>,
 }
 
 fn binaries() -> &'static Binaries {
@@ -50,17 +55,18 @@ fn find_binaries() -> Option<Binaries> {
     if let (Some(initdb), Some(pg_ctl), Some(postgres)) =
         (on_path("initdb"), on_path("pg_ctl"), on_path("postgres"))
     {
-        let psql = initdb.with_file_name("psql");
-        let psql = if psql.is_file() {
-            Some(psql)
-        } else {
-            on_path("psql")
+        // The client programs of the same installation, else any on PATH.
+        let beside = |name: &str| {
+            Some(initdb.with_file_name(name))
+                .filter(|p| p.is_file())
+                .or_else(|| on_path(name))
         };
         return Some(Binaries {
+            psql: beside("psql"),
+            pg_basebackup: beside("pg_basebackup"),
             initdb,
             pg_ctl,
             postgres,
-            psql,
         });
     }
     let from_pg_config = Command::new("pg_config")
@@ -99,7 +105,16 @@ fn in_bindir(dir: &Path) -> Option<Binaries> {
         pg_ctl: get("pg_ctl")?,
         postgres: get("postgres")?,
         psql: get("psql"),
+        pg_basebackup: get("pg_basebackup"),
     })
+}
+
+/// The directory of the server programs the clusters run (links resolved, so the other
+/// programs of that installation, `pgbench` say, are beside them), if there are any.
+pub fn bindir() -> Option<PathBuf> {
+    let postgres = find_binaries()?.postgres;
+    let postgres = std::fs::canonicalize(&postgres).unwrap_or(postgres);
+    postgres.parent().map(Path::to_path_buf)
 }
 
 /// The path of `psql` next to the server binaries, if there is one.
@@ -172,52 +187,16 @@ pub fn private_dir(kind: &str, owner: Option<(u32, u32)>) -> PathBuf {
     dir
 }
 
-/// `pg_ctl start` on a cluster's data directory (`pg_ctl`: the command, already set up
-/// to run as the directory's owner), the server given `options`; on failure, pg_ctl's
-/// error and the end of the server's log.
-pub fn pg_ctl_start(
-    mut pg_ctl: Command,
-    data_dir: &Path,
-    postgres: &Path,
-    options: &str,
-    log: &Path,
-) -> Result<(), String> {
-    let out = pg_ctl
-        .args(["start", "-w", "-t", "60", "-D"])
-        .arg(data_dir)
-        .arg("-l")
-        .arg(log)
-        .arg("-p")
-        .arg(postgres)
-        .arg("-o")
-        .arg(options)
-        .output()
-        .map_err(|e| format!("run pg_ctl: {e}"))?;
+/// Runs `cmd` to its end; on failure, `what` and the command's error output.
+fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("run {what}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(5).collect();
     Err(format!(
-        "{} / log: {}",
-        String::from_utf8_lossy(&out.stderr).trim(),
-        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    ))
-}
-
-/// `pg_ctl stop -m <mode>` on a cluster's data directory, as its owner; panics on failure.
-pub fn pg_ctl_stop(data_dir: &Path, mode: &str) {
-    let out = pg_command(&binaries().pg_ctl)
-        .args(["stop", "-m", mode, "-w", "-t", "60", "-D"])
-        .arg(data_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("run pg_ctl stop -m {mode}: {e}"));
-    assert!(
-        out.status.success(),
-        "pg_ctl stop -m {mode} ({}) failed: {}",
-        data_dir.display(),
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
-    );
+    ))
 }
 
 /// A command for a PostgreSQL program, as the user that owns the clusters.
@@ -250,14 +229,7 @@ impl DataDir {
     /// Writes `name` (mode 0600, owned by the server's account, as PostgreSQL wants a
     /// key file), replacing it if it exists.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
-        if let Some(o) = owner() {
-            std::os::unix::fs::chown(&path, Some(o.uid), Some(o.gid))
-                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-        }
+        write_private(&self.0.join(name), contents.as_ref());
     }
 
     /// Appends `lines` to `postgresql.conf`.
@@ -271,14 +243,195 @@ impl DataDir {
     }
 }
 
-/// A PostgreSQL cluster of its own, in a temporary directory, on 127.0.0.1.
-pub struct TestCluster {
+/// Writes `path` with mode 0600, owned by the server's account; panics on failure.
+fn write_private(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    if let Some(o) = owner() {
+        std::os::unix::fs::chown(path, Some(o.uid), Some(o.gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
+}
+
+/// How fast and how safe a server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No fsync, asynchronous commit: tests lose nothing they care about in a crash of
+    /// the machine, and run faster.
+    Off,
+    /// As PostgreSQL ships (fsync and synchronous commit on), for figures that should
+    /// include a real WAL flush per commit (the bench) and data kept between runs.
+    Shipped,
+}
+
+/// One server's directory (`data/`, `postgres.log`, the Unix socket) on a port of
+/// 127.0.0.1, and the cleanup that goes with it: what a cluster and a replica share.
+struct Server {
     dir: PathBuf,
     port: u16,
+    durability: Durability,
+    /// Settings for this kind of server on top of the common ones (`-c name=value ...`).
+    extra_options: String,
     running: AtomicBool,
-    /// The watchdog's stdin; dropping it (or the process ending) triggers the cleanup.
-    watchdog_stdin: Mutex<Option<ChildStdin>>,
-    watchdog: Mutex<Option<Child>>,
+    /// The watchdog's stdin and process; `None` for a cluster that is kept on purpose.
+    watchdog: Mutex<Option<(ChildStdin, Child)>>,
+}
+
+impl Server {
+    /// A new private temporary directory whose watchdog stops the server and removes the
+    /// directory when this process goes away, however it goes.
+    fn temporary(kind: &str, extra_options: &str) -> Server {
+        let dir = private_dir(kind, owner().map(|o| (o.uid, o.gid)));
+        let mut watchdog = pg_command(Path::new("/bin/sh"));
+        watchdog
+            .arg("-c")
+            .arg(
+                "trap '' INT TERM HUP QUIT\n\
+                 while read -r _; do :; done\n\
+                 \"$0\" stop -D \"$1/data\" -m immediate -w -t 60 >/dev/null 2>&1\n\
+                 rm -rf \"$1\"",
+            )
+            .arg(&binaries().pg_ctl)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let mut child = watchdog.spawn().expect("start the cluster's watchdog (sh)");
+        let stdin = child.stdin.take().expect("the watchdog's stdin is piped");
+        Server {
+            dir,
+            port: 0,
+            durability: Durability::Off,
+            extra_options: extra_options.to_owned(),
+            running: AtomicBool::new(false),
+            watchdog: Mutex::new(Some((stdin, child))),
+        }
+    }
+
+    /// `dir`, created (mode 0700, owned by the server's account) if it does not exist,
+    /// with no watchdog: the server outlives this process until someone stops it.
+    fn kept(dir: &Path, durability: Durability) -> Result<Server, String> {
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        if let Some(o) = owner() {
+            std::os::unix::fs::chown(dir, Some(o.uid), Some(o.gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            // The server's account must be able to reach the directory: mktemp -d and
+            // friends make private parents.
+            if let Some(parent) = dir.parent() {
+                let mode = std::fs::metadata(parent).map_or(0, |m| m.permissions().mode());
+                if mode & 0o001 == 0 {
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode | 0o001))
+                        .map_err(|e| format!("chmod o+x {}: {e}", parent.display()))?;
+                }
+            }
+        }
+        Ok(Server {
+            dir: dir.to_path_buf(),
+            port: 0,
+            durability,
+            extra_options: String::new(),
+            running: AtomicBool::new(false),
+            watchdog: Mutex::new(None),
+        })
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `pg_ctl <args> -D <data>` as the server's account; on failure, pg_ctl's error.
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let mut pg_ctl = pg_command(&binaries().pg_ctl);
+        pg_ctl.args(args).arg("-D").arg(self.data_dir());
+        run(pg_ctl, &format!("pg_ctl {}", args.join(" ")))
+    }
+
+    /// Starts the server on `self.port`; on failure, pg_ctl's error and the end of the
+    /// server's log.
+    fn start(&self) -> Result<(), String> {
+        let log = self.dir.join("postgres.log");
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
+             -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        if self.durability == Durability::Off {
+            options.push_str(
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_wal_size=64MB -c min_wal_size=32MB",
+            );
+        }
+        if !self.extra_options.is_empty() {
+            options.push(' ');
+            options.push_str(&self.extra_options);
+        }
+        let log_arg = log.display().to_string();
+        let postgres = binaries().postgres.display().to_string();
+        let started = self.pg_ctl(&[
+            "start", "-w", "-t", "60", "-l", &log_arg, "-p", &postgres, "-o", &options,
+        ]);
+        if let Err(e) = started {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{e} / log: {}", tail.join(" | ")));
+        }
+        self.running.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Starts the server on a free port, retrying with another when it loses the port to
+    /// another process.
+    fn start_on_a_free_port(&mut self) -> Result<(), String> {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            self.port = super::free_port();
+            match self.start() {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// `pg_ctl stop -m <mode>`: `fast` ends sessions, `immediate` is what a crash does.
+    fn stop(&self, mode: &str) -> Result<(), String> {
+        self.pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"])?;
+        self.running.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let Some((stdin, mut watchdog)) = self.watchdog.lock().ok().and_then(|mut w| w.take())
+        else {
+            return; // kept on purpose
+        };
+        if self.running.load(Ordering::SeqCst) {
+            let _ = self.stop("immediate");
+        }
+        // Closing the pipe lets the watchdog remove the directory; wait so that it is gone
+        // when the test ends.
+        drop(stdin);
+        let _ = watchdog.wait();
+    }
+}
+
+/// A PostgreSQL cluster of its own, on 127.0.0.1: in a temporary directory removed when
+/// the test process ends, or (for scripts, through `examples/pg.rs`) in a directory kept.
+pub struct TestCluster {
+    server: Server,
+    password: String,
 }
 
 impl TestCluster {
@@ -291,84 +444,119 @@ impl TestCluster {
     /// settings, `pg_hba.conf`, certificates), then starts it on a free port.
     pub fn start_prepared(prepare: impl FnOnce(&DataDir)) -> TestCluster {
         let mut cluster = TestCluster::init();
-        prepare(&DataDir(cluster.data_dir()));
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            cluster.port = super::free_port();
-            match cluster.pg_ctl_start() {
-                Ok(()) => return cluster,
-                Err(e) => last_error = e,
-            }
+        prepare(&cluster.data_dir_files());
+        if let Err(e) = cluster.server.start_on_a_free_port() {
+            panic!("could not start the test PostgreSQL cluster: {e}");
         }
-        panic!("could not start the test PostgreSQL cluster: {last_error}");
-    }
-
-    /// Writes a file into the data directory, as `start_prepared`'s `prepare` does, for
-    /// a change the running server picks up on `reload`.
-    pub fn data_dir_files(&self) -> DataDir {
-        DataDir(self.data_dir())
-    }
-
-    /// Makes the server re-read its configuration files (and its TLS certificates).
-    pub fn reload(&self) {
-        let out = pg_command(&binaries().pg_ctl)
-            .args(["reload", "-D"])
-            .arg(self.data_dir())
-            .output()
-            .expect("run pg_ctl reload");
-        assert!(
-            out.status.success(),
-            "pg_ctl reload failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        cluster
     }
 
     /// Initialises a cluster and starts it on `port`.
     pub fn start_on_port(port: u16) -> TestCluster {
         let mut cluster = TestCluster::init();
-        cluster.port = port;
-        if let Err(e) = cluster.pg_ctl_start() {
+        cluster.server.port = port;
+        if let Err(e) = cluster.server.start() {
             panic!("could not start the test PostgreSQL cluster on port {port}: {e}");
         }
         cluster
     }
 
+    /// Starts the cluster kept in `dir` on `port` (or a free one), first creating it there
+    /// with `password` and the `settings` lines in `postgresql.conf` when `dir` holds none
+    /// yet (an existing cluster keeps its password and settings). Nothing stops or
+    /// removes it when this process ends: [`stop_kept`] stops it.
+    pub fn start_kept(
+        dir: &Path,
+        port: Option<u16>,
+        password: &str,
+        settings: &str,
+        durability: Durability,
+    ) -> Result<TestCluster, String> {
+        let server = Server::kept(dir, durability)?;
+        let pwfile = dir.join("pwfile");
+        let mut cluster = if server.data_dir().join("PG_VERSION").is_file() {
+            let password = std::fs::read_to_string(&pwfile)
+                .map_err(|e| format!("read {}: {e}", pwfile.display()))?;
+            TestCluster {
+                server,
+                password: password.trim().to_owned(),
+            }
+        } else {
+            let cluster = TestCluster {
+                server,
+                password: password.to_owned(),
+            };
+            cluster.initdb();
+            if !settings.is_empty() {
+                cluster.data_dir_files().configure(settings);
+            }
+            cluster
+        };
+        if cluster.server.pg_ctl(&["status"]).is_ok() {
+            // Left running (a script killed before it could stop it): use it as it is.
+            cluster.server.port = kept_port(dir)?;
+            return Ok(cluster);
+        }
+        match port {
+            Some(port) => {
+                cluster.server.port = port;
+                cluster.server.start()?;
+            }
+            None => cluster.server.start_on_a_free_port()?,
+        }
+        Ok(cluster)
+    }
+
+    /// Writes a file into the data directory, as `start_prepared`'s `prepare` does, for
+    /// a change the running server picks up on `reload`.
+    pub fn data_dir_files(&self) -> DataDir {
+        DataDir(self.server.data_dir())
+    }
+
+    /// Makes the server re-read its configuration files (and its TLS certificates).
+    pub fn reload(&self) {
+        self.server
+            .pg_ctl(&["reload"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Stops the server (fast shutdown: sessions are ended, nothing waits for them).
     pub fn stop(&self) {
-        pg_ctl_stop(&self.data_dir(), "fast");
-        self.running.store(false, Ordering::SeqCst);
+        self.server.stop("fast").unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Stops the server the way a crash would (immediate shutdown: every process quits
     /// at once, no checkpoint; the next start runs crash recovery).
     pub fn stop_immediate(&self) {
-        pg_ctl_stop(&self.data_dir(), "immediate");
-        self.running.store(false, Ordering::SeqCst);
+        self.server
+            .stop("immediate")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts the server again on the same port, with the same data.
     pub fn start_again(&self) {
-        if let Err(e) = self.pg_ctl_start() {
+        if let Err(e) = self.server.start() {
             panic!("could not restart the test PostgreSQL cluster: {e}");
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// The cluster's directory (data, log, socket), removed with the cluster.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.server.dir
     }
 
     /// A URL for `dbname` as the superuser.
     pub fn url(&self, dbname: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}",
-            superuser_password(),
-            self.port
-        )
+        superuser_url_on(self.server.port, &self.password, dbname)
     }
 
     /// A URL for the `postgres` database as the superuser.
@@ -381,103 +569,234 @@ impl TestCluster {
         create_database(&self.superuser_url())
     }
 
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// Creates the directory, its watchdog and the cluster (not yet started).
+    /// A temporary directory, its watchdog and the cluster (not yet started).
     fn init() -> TestCluster {
-        let bins = binaries();
-        let owner = owner();
-        let dir = private_dir("pg", owner.map(|o| (o.uid, o.gid)));
-
-        // From here on the watchdog owns the directory: it removes it when we go away.
-        let mut watchdog = pg_command(Path::new("/bin/sh"));
-        watchdog
-            .arg("-c")
-            .arg(
-                "trap '' INT TERM HUP QUIT\n\
-                 while read -r _; do :; done\n\
-                 \"$0\" stop -D \"$1/data\" -m fast -w -t 60 >/dev/null 2>&1\n\
-                 rm -rf \"$1\"",
-            )
-            .arg(&bins.pg_ctl)
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let mut child = watchdog.spawn().expect("start the cluster's watchdog (sh)");
-        let stdin = child.stdin.take();
         let cluster = TestCluster {
-            dir,
-            port: 0,
-            running: AtomicBool::new(false),
-            watchdog_stdin: Mutex::new(stdin),
-            watchdog: Mutex::new(Some(child)),
+            server: Server::temporary("pg", ""),
+            password: superuser_password().to_owned(),
         };
-
-        let pwfile = cluster.dir.join("pwfile");
-        std::fs::write(&pwfile, superuser_password()).expect("write the password file");
-        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod the password file");
-        if let Some(o) = owner {
-            std::os::unix::fs::chown(&pwfile, Some(o.uid), Some(o.gid))
-                .expect("chown the password file");
-        }
-        let out = pg_command(&bins.initdb)
-            .arg("-D")
-            .arg(cluster.data_dir())
-            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8"])
-            .args(["--locale=C", "--no-sync"])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        cluster.initdb();
         cluster
     }
 
-    fn pg_ctl_start(&self) -> Result<(), String> {
-        let bins = binaries();
-        let log = self.dir.join("postgres.log");
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c unix_socket_directories='{}' -c max_connections=300 \
-             -c max_wal_size=64MB -c min_wal_size=32MB",
-            self.port,
-            self.dir.display()
-        );
-        pg_ctl_start(
-            pg_command(&bins.pg_ctl),
-            &self.data_dir(),
-            &bins.postgres,
-            &options,
-            &log,
-        )?;
-        self.running.store(true, Ordering::SeqCst);
-        Ok(())
+    fn initdb(&self) {
+        let pwfile = self.server.dir.join("pwfile");
+        write_private(&pwfile, self.password.as_bytes());
+        let mut initdb = pg_command(&binaries().initdb);
+        initdb
+            .arg("-D")
+            .arg(self.server.data_dir())
+            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8"])
+            .args(["--locale=C", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        run(initdb, "initdb").unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        if self.running.load(Ordering::SeqCst) {
-            let _ = pg_command(&binaries().pg_ctl)
-                .args(["stop", "-m", "immediate", "-w", "-t", "60", "-D"])
-                .arg(self.data_dir())
-                .output();
+/// Stops the cluster kept in `dir` (`fast`, or `immediate` as a crash would), if it runs.
+pub fn stop_kept(dir: &Path, mode: &str) -> Result<(), String> {
+    let server = Server::kept(dir, Durability::Shipped)?;
+    if !server.data_dir().join("postmaster.pid").is_file() {
+        return Ok(());
+    }
+    server.stop(mode)
+}
+
+/// The port of the server running in the kept cluster `dir` (from its `postmaster.pid`).
+pub fn kept_port(dir: &Path) -> Result<u16, String> {
+    let pidfile = dir.join("data/postmaster.pid");
+    let text = std::fs::read_to_string(&pidfile).map_err(|e| {
+        format!(
+            "{} is not running ({}: {e})",
+            dir.display(),
+            pidfile.display()
+        )
+    })?;
+    // postmaster.pid: pid, data directory, start time, port, ...
+    text.lines()
+        .nth(3)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("no port in {}", pidfile.display()))
+}
+
+/// A superuser URL for `dbname` on a server of ours on `port`.
+fn superuser_url_on(port: u16, password: &str, dbname: &str) -> String {
+    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{dbname}")
+}
+
+/// A hot standby streaming from a [`TestCluster`], in a temporary directory of its own on
+/// a free port of 127.0.0.1: it answers read-only queries and replays the primary's WAL
+/// as it comes. Stopped and removed on drop.
+///
+/// It is a base backup of the primary by `pg_basebackup -R` (which writes
+/// `standby.signal` and the `primary_conninfo` to stream from). The primary's
+/// `pg_hba.conf` from `initdb --auth=scram-sha-256` already lets local replication
+/// connections in with the password, and the defaults (`wal_level=replica`,
+/// `max_wal_senders=10`) allow streaming.
+pub struct Replica {
+    server: Server,
+    password: String,
+}
+
+impl Replica {
+    /// A base backup of `primary` (which must be running), started as its streaming replica.
+    pub fn of(primary: &TestCluster) -> Replica {
+        let mut server = Server::temporary(
+            "replica",
+            "-c hot_standby=on -c wal_receiver_status_interval=1s",
+        );
+        let pg_basebackup = binaries().pg_basebackup.as_deref().unwrap_or_else(|| {
+            panic!(
+                "pg_basebackup was not found next to the PostgreSQL server binaries: install PostgreSQL's client programs (apt-get install postgresql)"
+            )
+        });
+        let mut basebackup = pg_command(pg_basebackup);
+        basebackup
+            .args(["-h", "127.0.0.1", "-p", &primary.port().to_string()])
+            .args(["-U", SUPERUSER, "-D"])
+            .arg(server.data_dir())
+            // -R: standby.signal + primary_conninfo (with the password we connect with);
+            // WAL streamed alongside, so the copy is consistent on its own
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .env("PGPASSWORD", primary.password());
+        run(basebackup, "pg_basebackup from the primary").unwrap_or_else(|e| panic!("{e}"));
+        let auto_conf = std::fs::read_to_string(server.data_dir().join("postgresql.auto.conf"))
+            .unwrap_or_default();
+        assert!(
+            auto_conf.contains("primary_conninfo") && auto_conf.contains("password="),
+            "pg_basebackup -R wrote no primary_conninfo with a password"
+        );
+        if let Err(e) = server.start_on_a_free_port() {
+            panic!("could not start the replica: {e}");
         }
-        // Closing the pipe lets the watchdog remove the directory; wait so that it is gone
-        // when the test ends.
-        drop(self.watchdog_stdin.lock().map(|mut s| s.take()));
-        if let Some(mut child) = self.watchdog.lock().ok().and_then(|mut c| c.take()) {
-            let _ = child.wait();
+        Replica {
+            server,
+            password: primary.password().to_owned(),
         }
     }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// A superuser URL for `dbname` on the replica.
+    pub fn url(&self, dbname: &str) -> String {
+        superuser_url_on(self.server.port, &self.password, dbname)
+    }
+
+    /// `primary_url` (a `postgres://` URL of the primary) with the replica's port: what
+    /// `DATABASE_READ_URL` is for an app whose `DATABASE_URL` is `primary_url`.
+    pub fn read_url_for(&self, primary_url: &str) -> String {
+        with_port(primary_url, self.server.port)
+    }
+
+    /// A new superuser connection to `dbname` on the replica.
+    pub fn connect(&self, dbname: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url(dbname), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the replica: {e}"))
+    }
+
+    /// Waits until the replica has replayed everything the primary had written when this
+    /// was called. Returns whether it did within `timeout`.
+    ///
+    /// The test clusters commit asynchronously (`synchronous_commit=off`): a commit the
+    /// client has seen may still sit in the primary's WAL buffers, past
+    /// `pg_current_wal_lsn()` (what was written out), so the target is the insert position.
+    pub fn wait_caught_up(&self, primary: &TestCluster, timeout: Duration) -> bool {
+        let target: String = {
+            let mut p = postgres::Client::connect(&primary.superuser_url(), postgres::NoTls)
+                .expect("connect to the primary");
+            p.query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .expect("read the primary's WAL position")
+                .get(0)
+        };
+        let mut replica = self.connect("postgres");
+        super::poll_until(timeout, || {
+            replica
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&target],
+                )
+                .ok()?
+                .get::<_, bool>(0)
+                .then_some(())
+        })
+        .is_some()
+    }
+
+    /// Pauses WAL replay: the replica goes on answering, from what it has replayed so far.
+    pub fn pause_replay(&self) {
+        let mut c = self.connect("postgres");
+        c.batch_execute("SELECT pg_wal_replay_pause()")
+            .expect("pause replay");
+        let paused = super::poll_until(Duration::from_secs(10), || {
+            let state: String = c
+                .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+                .ok()?
+                .get(0);
+            (state == "paused").then_some(())
+        });
+        assert!(paused.is_some(), "replay did not pause within 10 s");
+    }
+
+    pub fn resume_replay(&self) {
+        self.connect("postgres")
+            .batch_execute("SELECT pg_wal_replay_resume()")
+            .expect("resume replay");
+    }
+
+    /// Promotes the replica to a primary (`pg_ctl promote`, waiting until it accepts
+    /// writes), as a cluster manager does when the primary is lost.
+    pub fn promote(&self) {
+        self.server
+            .pg_ctl(&["promote", "-w", "-t", "60"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Stops the replica (fast shutdown).
+    pub fn stop(&self) {
+        self.server.stop("fast").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts the replica again, on the same port, where it left off.
+    pub fn start_again(&self) {
+        if let Err(e) = self.server.start() {
+            panic!("could not restart the replica: {e}");
+        }
+    }
+}
+
+/// A `postgres://user:password@host:port/db?query` URL with another port.
+fn with_port(url: &str, port: u16) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+    let host_end = authority[host_start..]
+        .rfind(':')
+        .map_or(authority.len(), |i| host_start + i);
+    format!(
+        "{}:{port}{}",
+        &url[..authority_start + host_end],
+        &rest[authority_end..]
+    )
+}
+
+#[test]
+fn with_port_swaps_only_the_port() {
+    assert_eq!(
+        with_port("postgres://postgres:pw@127.0.0.1:5432/user_api_1", 6000),
+        "postgres://postgres:pw@127.0.0.1:6000/user_api_1"
+    );
+    assert_eq!(
+        with_port("postgres://u:p%3A@h:1/db?sslmode=disable", 6000),
+        "postgres://u:p%3A@h:6000/db?sslmode=disable"
+    );
+    assert_eq!(
+        with_port("postgres://u@h/db", 6000),
+        "postgres://u@h:6000/db"
+    );
 }
 
 /// The server every test of this binary shares.

@@ -1,9 +1,9 @@
 //! Helpers for the connection-layer tests: a server on `127.0.0.1:0` running on its own
-//! thread, a raw-socket client that reads responses by hand, and the dummy handlers.
+//! thread, the harness's HTTP client driven with raw bytes, and the dummy handlers.
 
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::common::HttpConnection;
 use user_api::http::server::{Server, ServerConfig, Stopper};
 use user_api::http::{Body, Handler, Request, Response};
 
@@ -95,73 +97,39 @@ pub fn join_within<T: Send + 'static>(thread: JoinHandle<T>, limit: Duration) ->
     }
 }
 
-/// A parsed response.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// A parsed response: the harness's (`tests/common/client.rs`).
+pub use crate::common::HttpResponse as Resp;
 
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Asserts this is one of the layer's own errors: JSON body, request id, close.
-    pub fn assert_layer_error(&self, status: u16) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        assert!(self.header("x-request-id").is_some(), "{self:?}");
-        assert_eq!(self.header("connection"), Some("close"), "{self:?}");
-        assert!(self.json()["error"].is_string(), "{self:?}");
-        // docs/API.md: every JSON body ends with a newline, the layer's own too.
-        assert_eq!(self.body.last(), Some(&b'\n'), "{self:?}");
-    }
-}
-
-/// A raw HTTP/1.1 client over one `TcpStream`, keeping bytes read past a response for
-/// the next one (pipelining).
+/// The harness's HTTP client driven with raw bytes over one `TcpStream`: what a test
+/// writes goes out as it is (pipelined, malformed, cut short), and each response is read
+/// as it comes, an interim `100 Continue` included.
 pub struct Client {
+    /// The same socket, for its addresses and options, or to read from it directly.
     pub stream: TcpStream,
-    buf: Vec<u8>,
+    conn: HttpConnection,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(READ_LIMIT)).expect("timeout");
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client::from_stream(stream)
     }
 
     /// A client over a stream connected elsewhere (from another local address, say).
     pub fn from_stream(stream: TcpStream) -> Client {
         Client {
+            conn: HttpConnection::over(stream.try_clone().expect("clone the socket"))
+                .expect("a connection over the socket"),
             stream,
-            buf: Vec::new(),
         }
     }
 
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).expect("write");
+        self.conn.write_raw(bytes.as_ref()).expect("write");
     }
 
-    /// Reads one response whose body is framed by `Content-Length`.
+    /// Reads one response.
     pub fn response(&mut self) -> Resp {
         self.try_response(false).expect("response")
     }
@@ -172,51 +140,15 @@ impl Client {
     }
 
     pub fn try_response(&mut self, head_only: bool) -> io::Result<Resp> {
-        let end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill()?;
-        };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line:?}");
-        let status: u16 = status_line[9..12].parse().expect("status");
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').expect("header line");
-                (n.to_owned(), v.trim().to_owned())
-            })
-            .collect();
-        let len = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, v)| v.parse::<usize>().expect("length"));
-        let len = if head_only || status < 200 { 0 } else { len };
-        while self.buf.len() < len {
-            self.fill()?;
-        }
-        let body = self.buf.drain(..len).collect();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        self.conn.read_any_response(head_only)
     }
 
     /// Asserts the server closes the connection with nothing more to say.
     pub fn assert_closed(&mut self) {
-        assert!(self.buf.is_empty(), "unexpected bytes: {:?}", self.buf);
-        let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Ok(_) => panic!("expected the connection to close, got {:?}", byte),
-            Err(e) => panic!("expected the connection to close, got {e}"),
-        }
+        assert!(
+            self.conn.closed_by_server_within(READ_LIMIT),
+            "expected the connection to close with nothing more sent"
+        );
     }
 
     /// How long until the server closes the connection, failing if it sends anything.
@@ -225,21 +157,6 @@ impl Client {
         self.assert_closed();
         start.elapsed()
     }
-
-    fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 8192];
-        match self.stream.read(&mut chunk)? {
-            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-            n => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The dummy application: echoes the request as JSON. `/slow` sleeps first, `/panic`

@@ -11,15 +11,10 @@ show() { systemctl show -P "$2" "$1"; }
 http() { curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$@" || echo 000; }
 
 # --- a throw-away PostgreSQL (the container's file system is an overlay that goes with it) ---
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 pg=/var/lib/user-api-test-pg
-install -d -o postgres -g postgres -m 0700 "$pg"
 password="pw-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-printf '%s\n' "$password" > "$pg/pwfile"
-chown postgres: "$pg/pwfile"
-as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
-as_pg "$pg_bin/initdb" -D "$pg/data" -U postgres --pwfile="$pg/pwfile" -A scram-sha-256 > /dev/null
-as_pg "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w -o "-c listen_addresses=127.0.0.1 -p 5432 -k $pg" start > /dev/null
+# the test harness's launcher (examples/pg.rs, copied in by the runner); runs it as 'postgres'
+"$src/pg" start "$pg" --port 5432 --password "$password" > /dev/null
 PGPASSWORD="$password" psql -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 \
 	-c "CREATE ROLE user_api LOGIN PASSWORD '$password'" -c "CREATE DATABASE user_api OWNER user_api"
 
@@ -98,4 +93,4 @@ say "Restart=on-failure: SIGKILLed pid $old, restarted as $new, serving"
 # --- and a clean stop again ----------------------------------------------------------------------
 systemctl stop user-api.service
 [ "$(show user-api.service Result)" = success ] || fail "second stop: Result=$(show user-api.service Result)"
-as_pg "$pg_bin/pg_ctl" -D "$pg/data" -m fast stop > /dev/null
+"$src/pg" stop "$pg"
