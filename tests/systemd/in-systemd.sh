@@ -93,4 +93,33 @@ say "Restart=on-failure: SIGKILLed pid $old, restarted as $new, serving"
 # --- and a clean stop again ----------------------------------------------------------------------
 systemctl stop user-api.service
 [ "$(show user-api.service Result)" = success ] || fail "second stop: Result=$(show user-api.service Result)"
+
+# --- HTTPS: the drop-in systemd/user-api.service.d/https.conf.example, as docs/systemd.md says ------
+"$src/make-tls-certs" "$src/tls" > /dev/null
+install -d -m 0700 /etc/user-api/tls
+install -m 0644 "$src/tls/api.pem" /etc/user-api/tls/fullchain.pem
+install -m 0600 "$src/tls/api.key" /etc/user-api/tls/key.pem
+install -D -m 0644 "$src/user-api.service.d/https.conf.example" /etc/systemd/system/user-api.service.d/https.conf
+systemctl daemon-reload
+systemctl start user-api.service
+code="$(http --cacert "$src/tls/ca.pem" https://127.0.0.1:5000/health)"
+[ "$code" = 200 ] || fail "over HTTPS with the drop-in, /health answered $code"
+body="$(curl -s --max-time 10 --cacert "$src/tls/ca.pem" "https://127.0.0.1:5000/user/$id")"
+[[ "$body" == *'"ada@example.com"'* ]] || fail "read back over HTTPS: $body"
+if curl -s -o /dev/null --max-time 10 https://127.0.0.1:5000/health; then
+	fail "curl trusted the service without --cacert: is it serving the credential's certificate?"
+fi
+[ "$(http http://127.0.0.1:5000/health)" = 400 ] || fail "plain http:// was not refused with 400 under the drop-in"
+pid="$(show user-api.service MainPID)"
+# the key reached the service as a credential: a copy in its credentials directory, which the
+# service's DynamicUser owns and nobody else may read; the source stays root's
+cred="$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^CREDENTIALS_DIRECTORY=//p')"
+{ [ -n "$cred" ] && [ -f "$cred/tls_key" ] && [ -f "$cred/tls_cert" ]; } || fail "no tls_key/tls_cert in the service's credentials ($cred)"
+! tr '\0' '\n' < "/proc/$pid/environ" | grep -q '^TLS_KEY_FILE=' || fail "TLS_KEY_FILE is set: the test would not exercise the credential"
+[ "$(stat -c %a /etc/user-api/tls/key.pem)" = 600 ] || fail "the key's source is not 0600"
+# and `user-api healthcheck` given that credentials directory asks over HTTPS, trusting its certificate
+hc="$(CREDENTIALS_DIRECTORY="$cred" /usr/local/bin/user-api healthcheck 2>&1)" || fail "user-api healthcheck with the credentials: $hc"
+say "HTTPS drop-in (LoadCredential tls_cert, tls_key): curl --cacert 200 and read back; untrusted without the CA; http:// 400; $hc"
+systemctl stop user-api.service
+[ "$(show user-api.service Result)" = success ] || fail "stop over HTTPS: Result=$(show user-api.service Result)"
 "$src/pg" stop "$pg"
