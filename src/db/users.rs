@@ -13,7 +13,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::session::Params;
 use super::{DbError, Session};
 
-use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch, Version};
+use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch, UserView, Version};
 
 /// What a write guarded by `If-Match` did.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,8 +122,8 @@ const LIST_BY_EMAIL: &str = concat!(
     " FROM users WHERE lower(email) = lower($4) AND id > $1 ORDER BY id LIMIT $2 OFFSET $3"
 );
 
-fn row_to_user(row: &Row) -> Result<User, DbError> {
-    Ok(User {
+fn row_to_view(row: &Row) -> Result<UserView<'_>, DbError> {
+    Ok(UserView {
         id: row.try_get(0)?,
         first_name: row.try_get(1)?,
         last_name: row.try_get(2)?,
@@ -131,6 +131,25 @@ fn row_to_user(row: &Row) -> Result<User, DbError> {
         created_at: Timestamp(row.try_get(4)?),
         updated_at: Timestamp(row.try_get(5)?),
     })
+}
+
+fn row_to_user(row: &Row) -> Result<User, DbError> {
+    row_to_view(row).map(UserView::to_user)
+}
+
+/// A page of users, kept as the rows PostgreSQL sent so that it is shown from them
+/// directly (see [`UserView`]).
+pub struct Page(Vec<Row>);
+
+impl Page {
+    /// The users, in order; an error when a row is not the shape `columns!` names.
+    pub fn users(&self) -> Result<Vec<UserView<'_>>, DbError> {
+        let mut users = Vec::with_capacity(self.0.len());
+        for row in &self.0 {
+            users.push(row_to_view(row)?);
+        }
+        Ok(users)
+    }
 }
 
 fn one(rows: Vec<Row>) -> Result<Option<User>, DbError> {
@@ -232,7 +251,7 @@ pub fn delete(c: &mut Session, id: UserId) -> Result<bool, DbError> {
 
 /// A page ordered by id. `after_id` pages by key (an index range scan at any depth);
 /// `offset` skips rows (PostgreSQL still reads them).
-pub fn list(c: &mut Session, q: &ListQuery) -> Result<Vec<User>, DbError> {
+pub fn list(c: &mut Session, q: &ListQuery) -> Result<Page, DbError> {
     let after = q.after_id.map_or(0, UserId::get);
     let rows = match &q.email {
         None => c.query_typed(
@@ -253,7 +272,7 @@ pub fn list(c: &mut Session, q: &ListQuery) -> Result<Vec<User>, DbError> {
             ],
         )?,
     };
-    rows.iter().map(row_to_user).collect()
+    Ok(Page(rows))
 }
 
 /// As [`replace`], only when the user is at one of `versions`.

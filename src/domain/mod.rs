@@ -11,6 +11,6 @@ mod version;
 pub use email::Email;
 pub use list_query::{DEFAULT_MAX_OFFSET, ListQuery};
 pub use name::PersonName;
-pub use user::{NewUser, Timestamp, User, UserPatch};
+pub use user::{NewUser, Timestamp, User, UserPatch, UserView};
 pub use user_id::UserId;
 pub use version::Version;

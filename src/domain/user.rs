@@ -119,12 +119,15 @@ pub struct Timestamp(pub SystemTime);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&clock::rfc3339_micros(self.0))
+        let bytes = clock::rfc3339_micros_bytes(self.0);
+        // Digits and separators only, so this never fails.
+        let text = std::str::from_utf8(&bytes).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(text)
     }
 }
 
-/// A user as the API shows it: exactly these six keys, `email` null when unset.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A user as stored; shown through [`UserView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
     pub first_name: String,
@@ -132,6 +135,51 @@ pub struct User {
     pub email: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl User {
+    pub fn view(&self) -> UserView<'_> {
+        UserView {
+            id: self.id,
+            first_name: &self.first_name,
+            last_name: &self.last_name,
+            email: self.email.as_deref(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl Serialize for User {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(s)
+    }
+}
+
+/// A user as the API shows it: exactly these six keys, `email` null when unset. Borrowed,
+/// so that a page of users is shown straight from the rows PostgreSQL sent, without a
+/// `String` per name (three allocations a row, which musl's allocator makes dear).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct UserView<'a> {
+    pub id: i64,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: Option<&'a str>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl UserView<'_> {
+    pub fn to_user(self) -> User {
+        User {
+            id: self.id,
+            first_name: self.first_name.to_owned(),
+            last_name: self.last_name.to_owned(),
+            email: self.email.map(str::to_owned),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 use serde::Serialize;
 
-use super::{Ctx, idempotent, json};
+use super::{Ctx, idempotent, json, json_sized};
 use crate::db::users::{self, Guarded};
 use crate::db::{Access, DbError, Session};
-use crate::domain::{ListQuery, NewUser, User, UserId, UserPatch, Version};
+use crate::domain::{ListQuery, NewUser, User, UserId, UserPatch, UserView, Version};
 use crate::error::ApiError;
 use crate::http::idempotency_key::IdempotencyKey;
 use crate::http::precondition::{self, EntityTag, TagList};
@@ -134,9 +134,14 @@ fn with_etag(resp: Answer, user: &User) -> Answer {
     Ok(resp?.with_header("ETag", EntityTag::strong(Version::of(user).token())))
 }
 
+/// A page's own keys, and the most one user adds (200 bytes with 50-character names and
+/// a long email; a longer page just grows its buffer).
+const PAGE_BYTES: usize = 96;
+const USER_BYTES: usize = 256;
+
 #[derive(Serialize)]
-struct Page {
-    users: Vec<User>,
+struct Page<'a> {
+    users: Vec<UserView<'a>>,
     limit: i64,
     offset: i64,
     next_after_id: Option<i64>,
@@ -147,10 +152,12 @@ struct Page {
 /// revalidate single users instead (docs/API.md).
 pub fn list(ctx: &Ctx, req: &Request) -> Answer {
     let q = ListQuery::parse(req.query.as_deref(), ctx.max_list_offset)?;
-    let users = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
+    let page = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
+    let users = page.users()?;
     let full = i64::try_from(users.len()).is_ok_and(|n| n == q.limit);
     let next_after_id = users.last().filter(|_| full).map(|u| u.id);
-    json(
+    let capacity = PAGE_BYTES + users.len() * USER_BYTES;
+    json_sized(
         200,
         &Page {
             users,
@@ -158,5 +165,6 @@ pub fn list(ctx: &Ctx, req: &Request) -> Answer {
             offset: q.offset,
             next_after_id,
         },
+        capacity,
     )
 }
