@@ -177,7 +177,7 @@ fn post_json(body: impl Into<Vec<u8>>) -> Request {
 }
 
 fn body_of(bytes: &[u8]) -> Result<JsonObject, ApiError> {
-    json_object(&post_json(bytes.to_vec()), MAX_BODY)
+    json_object(&post_json(bytes.to_vec()), MAX_BODY).map_err(ApiError::from)
 }
 
 fn new_user_from(bytes: &[u8]) -> Result<NewUser, ApiError> {
@@ -750,7 +750,7 @@ proptest! {
         prop_assume!(!(after.len() == 2 && after.iter().all(char::is_ascii_hexdigit)));
         match decode(&raw) {
             Ok(s) => prop_assert!(false, "{:?} decoded to {:?}", raw, s),
-            Err(e) => must_be_400(&e, &raw)?,
+            Err(e) => must_be_400(&e.into(), &raw)?,
         }
     }
 
@@ -778,7 +778,7 @@ proptest! {
         raw in prop_oneof![tricky_string(40), "[%&=a-fx0-9+\u{e9}]{0,30}"],
     ) {
         if let Err(e) = parse_pairs(&raw) {
-            must_be_400(&e, &raw)?;
+            must_be_400(&e.into(), &raw)?;
         }
     }
 

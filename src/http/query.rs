@@ -3,11 +3,11 @@
 //! `%XX` escapes are decoded; `+` is kept as a plus sign, since it is legal in e-mail
 //! addresses and RFC 3986 gives it no special meaning in a query.
 
-use crate::error::ApiError;
+use super::Rejection;
 
 /// Splits `a=1&b=2` into pairs. Empty segments (`a=1&&b=2`) are skipped; a name without
 /// `=` gets an empty value. Bad escapes or invalid UTF-8 are a 400.
-pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, Rejection> {
     query
         .split('&')
         .filter(|s| !s.is_empty())
@@ -19,8 +19,8 @@ pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Percent-decodes one component.
-pub fn decode(s: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest("the query string has an invalid percent-encoding".into());
+pub fn decode(s: &str) -> Result<String, Rejection> {
+    let bad = || Rejection::BadRequest("the query string has an invalid percent-encoding".into());
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -39,7 +39,7 @@ pub fn decode(s: &str) -> Result<String, ApiError> {
         }
     }
     String::from_utf8(out).map_err(|_| {
-        ApiError::BadRequest("the query string is not valid UTF-8 once decoded".into())
+        Rejection::BadRequest("the query string is not valid UTF-8 once decoded".into())
     })
 }
 

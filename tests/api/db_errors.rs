@@ -32,12 +32,12 @@ fn seen<T>(result: Result<T, DbError>, case: &str) -> Seen {
     let (status, driver_status) = match e {
         // The one place `DbError` hands the driver's error on as it is.
         DbError::Pg(e) => {
-            let status = ApiError::from(e).status();
+            let status = ApiError::from(DbError::Pg(e)).status();
             (status, Some(status))
         }
         DbError::Lost(e) | DbError::Stale(Some(e)) => {
             let status = ApiError::from(DbError::Stale(None)).status();
-            (status, Some(ApiError::from(e).status()))
+            (status, Some(ApiError::from(DbError::Pg(e)).status()))
         }
         other => (ApiError::from(other).status(), None),
     };
