@@ -113,7 +113,8 @@ const REPLICA_REST: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Builds the pools without waiting for connections: they are opened in the
-    /// background, and a query that finds none in `pool_timeout` fails as `Kind::Unavailable`.
+    /// background, and a query that finds none in `pool_timeout` fails as
+    /// `Kind::Unavailable`.
     pub fn new(cfg: &DbConfig) -> Db {
         Db {
             primary: PgPool::new(&cfg.primary, cfg),
@@ -223,8 +224,9 @@ impl PgPool {
     /// once on another connection. A write never is: the server's "terminating
     /// connection" (57P01) can arrive in the same read as the statement's own results,
     /// and the driver then reports it as the statement's error, so it does not prove the
-    /// write did not commit. The caller gets `Kind::Unavailable` and decides. Nor is a statement that
-    /// timed out: the database is hung or overwhelmed, and the request's time is spent.
+    /// write did not commit. The caller gets `Kind::Unavailable` and decides. Nor is a
+    /// statement that timed out: the database is hung or overwhelmed, and the request's
+    /// time is spent.
     fn run<T>(
         &self,
         access: Access,
