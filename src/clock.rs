@@ -1,17 +1,17 @@
-//! Time formatting without a date crate: RFC 3339 for JSON and IMF-fixdate for the HTTP
-//! `Date` header, both in UTC.
+//! Time formatting: RFC 3339 for JSON (ours) and IMF-fixdate for the HTTP `Date` header
+//! (`httpdate`'s), both in UTC.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `2026-11-30T12:00:00.123456Z`.
 ///
 /// Written digit by digit: every user in every response carries two of these, and the
-/// formatting machinery cost more than the rest of the serialisation together.
+/// formatting machinery cost more than the rest of the serialisation together. Ours, not
+/// `humantime::format_rfc3339_micros`: 668 instructions a call against its 736, 0.7 KB
+/// less binary, and it panics on a time before 1970, which a restored row may hold.
 pub fn rfc3339_micros(t: SystemTime) -> String {
-    rfc3339_micros_bytes(t)
-        .iter()
-        .map(|&b| char::from(b))
-        .collect()
+    // Only ASCII is written, so this never falls back to the empty string.
+    String::from(std::str::from_utf8(&rfc3339_micros_bytes(t)).unwrap_or_default())
 }
 
 /// [`rfc3339_micros`] as ASCII bytes on the stack: a page of users shows two a user, and
@@ -39,17 +39,12 @@ fn digits(out: &mut [u8], mut n: u32) {
     }
 }
 
-/// `Mon, 30 Nov 2026 12:00:00 GMT` (RFC 9110's IMF-fixdate).
+/// `Mon, 30 Nov 2026 12:00:00 GMT` (RFC 9110's IMF-fixdate). `httpdate`'s: 6 lines fewer
+/// than ours for 1 KB of binary, and it runs once a second per thread (the `Date` cache).
+/// It panics outside 1970..=9999, so the time is held inside (a clock outside is broken).
 pub fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (secs, _) = split(t);
-    let (y, mo, d, h, mi, s) = civil(secs);
-    let weekday = DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize];
-    let month = MONTHS[(mo - 1) as usize];
-    format!("{weekday}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    httpdate::fmt_http_date(t.clamp(UNIX_EPOCH, last))
 }
 
 /// Whole seconds since the epoch (negative before it) and the microseconds past them.
@@ -89,7 +84,6 @@ fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn at(secs: u64, micros: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)
@@ -107,6 +101,14 @@ mod tests {
         ] {
             assert_eq!(rfc3339_micros(instant), want);
         }
+    }
+
+    #[test]
+    fn http_date_holds_a_broken_clock_inside_the_years_it_can_write() {
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(http_date(before), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(http_date(after), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     #[test]

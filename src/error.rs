@@ -4,11 +4,9 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use crate::db::DbError;
-use crate::http::Response;
-
-/// Seconds a client is asked to wait after a 503.
-pub const RETRY_AFTER_SECS: u64 = 1;
+use crate::db::{DbError, Kind, users};
+use crate::error_chain::chain;
+use crate::http::{RETRY_AFTER_SECS, Rejection, Response};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -154,80 +152,30 @@ impl StdError for ApiError {
     }
 }
 
-/// An error and its sources, `outer: inner: innermost`, for logs: the driver's
-/// `Display` alone is often just "db error", with the server's message in the source.
-pub fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(inner) = next {
-        let text = inner.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+/// The HTTP layer's refusals of a request's head or body, as the same statuses.
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> ApiError {
+        match r {
+            Rejection::BadRequest(msg) => ApiError::BadRequest(msg),
+            Rejection::PayloadTooLarge { limit } => ApiError::PayloadTooLarge { limit },
+            Rejection::UnsupportedMediaType => ApiError::UnsupportedMediaType,
         }
-        next = inner.source();
     }
-    out
 }
 
+/// The one conversion from the database's errors: a passing failure is a 503 the client
+/// may retry, a clash on the email index is the client's 409, anything else is ours.
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
-        match e {
-            DbError::Pg(e) => ApiError::from(e),
-            // The connection died or never answered, or none could be opened: a retry
-            // may well work.
-            DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Runtime(_) => {
-                ApiError::Unavailable(Box::new(e))
+        match e.kind() {
+            Kind::Unavailable => ApiError::Unavailable(Box::new(e)),
+            Kind::Conflict(users::EMAIL_INDEX) => {
+                ApiError::Conflict("that email belongs to another user")
             }
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> ApiError {
-        use tokio_postgres::error::SqlState;
-        let code = e.code().cloned();
-        match code {
             // Only the email index makes a clash the client caused; any other unique
             // violation (a primary key after a careless restore, say) is our fault.
-            Some(c) if c == SqlState::UNIQUE_VIOLATION => {
-                let constraint = e.as_db_error().and_then(|d| d.constraint());
-                if constraint == Some(EMAIL_INDEX) {
-                    ApiError::Conflict("that email belongs to another user")
-                } else {
-                    ApiError::Internal(Box::new(e))
-                }
-            }
-            // The server is shutting down or refusing connections, or cancelled the
-            // statement (a timeout, or a replica's conflict with replay): passing
-            // conditions, worth a retry.
-            Some(c)
-                if c == SqlState::ADMIN_SHUTDOWN
-                    || c == SqlState::CRASH_SHUTDOWN
-                    || c == SqlState::CANNOT_CONNECT_NOW
-                    || c == SqlState::TOO_MANY_CONNECTIONS
-                    || c == SqlState::QUERY_CANCELED
-                    || c == SqlState::T_R_SERIALIZATION_FAILURE =>
-            {
-                ApiError::Unavailable(Box::new(e))
-            }
-            Some(_) => ApiError::Internal(Box::new(e)),
-            // No SQLSTATE and an I/O cause: the connection itself failed (closed, reset,
-            // timed out), which a retry on a fresh connection may cure.
-            None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => {
-                ApiError::Unavailable(Box::new(e))
-            }
-            None => ApiError::Internal(Box::new(e)),
+            Kind::Conflict(_) | Kind::Other => ApiError::Internal(Box::new(e)),
         }
-    }
-}
-
-/// The unique index on `lower(email)` (sql/0001_create_users.sql).
-const EMAIL_INDEX: &str = "users_email_lower_key";
-
-impl From<r2d2::Error> for ApiError {
-    fn from(e: r2d2::Error) -> ApiError {
-        ApiError::Unavailable(Box::new(e))
     }
 }
 
@@ -266,6 +214,19 @@ mod tests {
         let r = e.to_response();
         assert_eq!(r.status, 503);
         assert_eq!(r.header("retry-after"), Some("1"));
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_status_and_message_as_an_api_error() {
+        for r in [
+            Rejection::BadRequest("the query string is bad".into()),
+            Rejection::PayloadTooLarge { limit: 10 },
+            Rejection::UnsupportedMediaType,
+        ] {
+            let (status, message) = (r.status(), r.to_string());
+            let e = ApiError::from(r);
+            assert_eq!((e.status(), e.to_string()), (status, message));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod error_chain;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -11,7 +11,7 @@ use log::{info, warn};
 use crate::config::Config;
 use crate::db::idempotency::Purger;
 use crate::db::{self, Db, DbError, Session, WaitError};
-use crate::error::chain;
+use crate::error_chain::chain;
 use crate::http::server::{self, Server, Stopper};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
@@ -116,7 +116,7 @@ impl App {
         if let Err(e) = db.ping() {
             warn!(
                 "no pooled database connection yet ({}); serving anyway",
-                e.chain()
+                chain(&e)
             );
         }
         match &config.api_keys {

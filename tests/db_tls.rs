@@ -151,7 +151,7 @@ fn connect(vars: &[(&str, String)]) -> Result<bool, String> {
     let cfg = config(&vars).map_err(|e| format!("config: {e}"))?;
     match connect_with_retry(&cfg.db, || false) {
         Ok(mut session) => Ok(encrypted(&mut session)),
-        Err(WaitError::Database(e)) => Err(user_api::error::chain(&e)),
+        Err(WaitError::Database(e)) => Err(user_api::error_chain::chain(&e)),
         Err(WaitError::Stopped) => Err("stopped".into()),
     }
 }

@@ -17,7 +17,7 @@ use log::{info, warn};
 use tokio_postgres::types::Type;
 
 use super::{DbError, Endpoint, Session, StatementCache};
-use crate::error::chain;
+use crate::error_chain::chain;
 
 /// Advisory locks in two-int form live apart from the single-bigint one the migrations
 /// take; this first half names ours.

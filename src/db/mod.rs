@@ -16,9 +16,9 @@ use log::{info, warn};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 use tokio_postgres::error::SqlState;
 
-pub use session::{DbError, Session, StatementCache};
+pub use session::{DbError, Kind, Session, StatementCache};
 
-use crate::error::{ApiError, chain};
+use crate::error_chain::chain;
 
 /// One database server to connect to: its connection settings (whose `Debug` redacts
 /// the password) and the TLS connector built for it.
@@ -127,7 +127,8 @@ const REPLICA_REST: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Builds the pools without waiting for connections: they are opened in the
-    /// background, and a request that finds none in `pool_timeout` gets a 503.
+    /// background, and a query that finds none in `pool_timeout` fails as
+    /// `Kind::Unavailable`.
     pub fn new(cfg: &DbConfig) -> Db {
         Db {
             primary: PgPool::new(&cfg.primary, cfg),
@@ -144,7 +145,7 @@ impl Db {
         &self,
         access: Access,
         mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, DbError> {
         if let (Access::Read, Some(replica)) = (access, &self.replica) {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now < self.replica_resting_until.load(Ordering::Relaxed) {
@@ -152,13 +153,13 @@ impl Db {
                 return self.primary.run(access, op);
             }
             match replica.run(Access::Read, &mut op) {
-                Err(ApiError::Unavailable(e)) => {
+                Err(e) if e.kind() == Kind::Unavailable => {
                     self.replica_fallbacks.fetch_add(1, Ordering::Relaxed);
                     let until = now + REPLICA_REST.as_millis() as u64;
                     self.replica_resting_until.store(until, Ordering::Relaxed);
                     warn!(
                         "replica unavailable, reading from the primary for {REPLICA_REST:?}: {}",
-                        chain(e.as_ref())
+                        chain(&e)
                     );
                 }
                 other => return other,
@@ -173,7 +174,7 @@ impl Db {
     pub fn find<T>(
         &self,
         mut op: impl FnMut(&mut Session) -> Result<Option<T>, DbError>,
-    ) -> Result<Option<T>, ApiError> {
+    ) -> Result<Option<T>, DbError> {
         match self.run(Access::Read, &mut op)? {
             None if self.replica.is_some() => self.primary.run(Access::Read, op),
             found => Ok(found),
@@ -181,7 +182,7 @@ impl Db {
     }
 
     /// Answers whether the primary answers a trivial query.
-    pub fn ping(&self) -> Result<(), ApiError> {
+    pub fn ping(&self) -> Result<(), DbError> {
         self.primary
             .run(Access::Read, |c| c.simple_query("SELECT 1").map(drop))
     }
@@ -237,22 +238,23 @@ impl PgPool {
     /// once on another connection. A write never is: the server's "terminating
     /// connection" (57P01) can arrive in the same read as the statement's own results,
     /// and the driver then reports it as the statement's error, so it does not prove the
-    /// write did not commit. The client gets a 503 and decides. Nor is a statement that
-    /// timed out: the database is hung or overwhelmed, and the request's time is spent.
+    /// write did not commit. The caller gets `Kind::Unavailable` and decides. Nor is a
+    /// statement that timed out: the database is hung or overwhelmed, and the request's
+    /// time is spent.
     fn run<T>(
         &self,
         access: Access,
         mut op: impl FnMut(&mut Session) -> Result<T, DbError>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, DbError> {
         let mut conn = self.checkout()?;
         match self.attempt(&mut conn, &mut op) {
             Err(e) if is_retryable(&e, access) => {
                 drop(conn);
                 info!("retrying a read on a fresh connection after: {}", chain(&e));
                 let mut conn = self.checkout()?;
-                self.attempt(&mut conn, op).map_err(ApiError::from)
+                self.attempt(&mut conn, op)
             }
-            other => other.map_err(ApiError::from),
+            other => other,
         }
     }
 
@@ -279,13 +281,13 @@ impl PgPool {
     /// another (see `suspect`) is pinged first, in what is left of that time; one that
     /// fails is dropped and the next is tried. When the database hangs, a request so
     /// pays the pool timeout once, not a ping timeout per idle connection.
-    fn checkout(&self) -> Result<PooledConnection<Manager>, ApiError> {
+    fn checkout(&self) -> Result<PooledConnection<Manager>, DbError> {
         let deadline = Instant::now() + self.pool_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut conn = self.pool.get_timeout(left).map_err(|e| {
                 self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                ApiError::from(e)
+                DbError::from(e)
             })?;
             let generation = self.suspect.load(Ordering::Relaxed);
             if conn.checked_at >= generation {
@@ -302,7 +304,7 @@ impl PgPool {
                 // The failed session is broken now, so the pool drops it when it returns.
                 Err(e) if Instant::now() >= deadline => {
                     self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(e.into());
+                    return Err(e);
                 }
                 Err(e) => warn!("a pooled connection failed its check: {}", chain(&e)),
             }
@@ -339,6 +341,8 @@ fn is_connection_failure(e: &DbError) -> bool {
             e.is_closed() || io || is_session_ended(e)
         }
         DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Runtime(_) => true,
+        // No connection was had, so none is suspect (and nothing ran).
+        DbError::Pool(_) => false,
     }
 }
 

@@ -62,6 +62,21 @@ pub enum DbError {
     TimedOut(Duration),
     /// The connection's runtime could not be started (out of descriptors or threads).
     Runtime(std::io::Error),
+    /// No pooled connection freed up (or could be opened) within `DB_POOL_TIMEOUT_MS`.
+    Pool(r2d2::Error),
+}
+
+/// What a failure means to the layers above, whatever its mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// A passing condition: the database is unreachable, shutting down, overloaded or
+    /// slow, or no connection was free in time. The same request later may well work.
+    Unavailable,
+    /// A unique constraint refused the row: the constraint's name (see
+    /// `users::EMAIL_INDEX`).
+    Conflict(&'a str),
+    /// Anything else: a bug, a broken schema, a value the database refused.
+    Other,
 }
 
 impl DbError {
@@ -71,6 +86,53 @@ impl DbError {
             DbError::Pg(e) | DbError::Lost(e) | DbError::Stale(Some(e)) => e.code(),
             _ => None,
         }
+    }
+
+    /// Whether this failure will pass, came from a named constraint, or is neither.
+    pub fn kind(&self) -> Kind<'_> {
+        match self {
+            DbError::Pg(e) => pg_kind(e),
+            // The connection died or never answered, or none could be had: a retry may
+            // well work.
+            DbError::Lost(_)
+            | DbError::Stale(_)
+            | DbError::TimedOut(_)
+            | DbError::Runtime(_)
+            | DbError::Pool(_) => Kind::Unavailable,
+        }
+    }
+}
+
+/// The kind of a statement's failure, from its SQLSTATE or, without one, its cause.
+fn pg_kind(e: &tokio_postgres::Error) -> Kind<'_> {
+    use std::error::Error as _;
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+            match e.as_db_error().and_then(|d| d.constraint()) {
+                Some(name) => Kind::Conflict(name),
+                None => Kind::Other,
+            }
+        }
+        // The server is shutting down or refusing connections, or cancelled the
+        // statement (a timeout, or a replica's conflict with replay): passing
+        // conditions, worth a retry.
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::QUERY_CANCELED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            Kind::Unavailable
+        }
+        Some(_) => Kind::Other,
+        // No SQLSTATE and an I/O cause: the connection itself failed (closed, reset,
+        // timed out), which a retry on a fresh connection may cure.
+        None if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) => {
+            Kind::Unavailable
+        }
+        None => Kind::Other,
     }
 }
 
@@ -82,6 +144,7 @@ impl fmt::Display for DbError {
             DbError::Stale(_) => f.write_str("the pooled connection to the database was dead"),
             DbError::TimedOut(d) => write!(f, "the database did not answer within {d:?}"),
             DbError::Runtime(e) => write!(f, "could not start a connection's runtime: {e}"),
+            DbError::Pool(e) => e.fmt(f),
         }
     }
 }
@@ -94,6 +157,8 @@ impl std::error::Error for DbError {
             DbError::Lost(e) | DbError::Stale(Some(e)) => Some(e),
             DbError::Stale(None) | DbError::TimedOut(_) => None,
             DbError::Runtime(e) => Some(e),
+            // Our Display is r2d2's.
+            DbError::Pool(e) => e.source(),
         }
     }
 }
@@ -101,6 +166,12 @@ impl std::error::Error for DbError {
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> DbError {
         DbError::Pg(e)
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> DbError {
+        DbError::Pool(e)
     }
 }
 

@@ -15,6 +15,10 @@ use super::{DbError, Session};
 
 use crate::domain::{ListQuery, NewUser, Timestamp, User, UserId, UserPatch, UserView, Version};
 
+/// The unique index on `lower(email)` (sql/0001_create_users.sql): a row refused with
+/// `Kind::Conflict(EMAIL_INDEX)` has an email another user already has.
+pub const EMAIL_INDEX: &str = "users_email_lower_key";
+
 /// What a write guarded by `If-Match` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Guarded<T> {

@@ -7,25 +7,24 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Map, Value};
 
-use super::{Body, Request};
-use crate::error::ApiError;
+use super::{Body, Rejection, Request};
 
 /// A JSON object with no repeated key, as the body of a POST, PUT or PATCH.
 pub type JsonObject = Map<String, Value>;
 
 /// Checks the media type, the size and the syntax of a body, and returns its top-level
 /// object. Rejects duplicate keys: `{"email": "a@b.c", "email": null}` is ambiguous.
-pub fn json_object(req: &Request, max_body_bytes: usize) -> Result<JsonObject, ApiError> {
+pub fn json_object(req: &Request, max_body_bytes: usize) -> Result<JsonObject, Rejection> {
     let bytes = match &req.body {
         Body::TooLarge => {
-            return Err(ApiError::PayloadTooLarge {
+            return Err(Rejection::PayloadTooLarge {
                 limit: max_body_bytes,
             });
         }
         Body::Complete(b) => b,
     };
     if !is_json_media_type(req.header("content-type")) {
-        return Err(ApiError::UnsupportedMediaType);
+        return Err(Rejection::UnsupportedMediaType);
     }
     parse_object(bytes)
 }
@@ -47,7 +46,7 @@ pub fn is_json_media_type(value: Option<&str>) -> bool {
     })
 }
 
-fn parse_object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
+fn parse_object(bytes: &[u8]) -> Result<JsonObject, Rejection> {
     match serde_json::from_slice::<UniqueKeys>(bytes) {
         Ok(UniqueKeys(map)) => Ok(map),
         Err(e) if e.is_data() => {
@@ -55,25 +54,25 @@ fn parse_object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
             if msg.starts_with(DUPLICATE) {
                 // The message is ours (see the visitor): strip serde's position suffix.
                 let msg = msg.split(" at line ").next().unwrap_or(&msg);
-                Err(ApiError::BadRequest(msg.to_owned()))
+                Err(Rejection::BadRequest(msg.to_owned()))
             } else {
-                Err(ApiError::BadRequest(
+                Err(Rejection::BadRequest(
                     "the request body must be a JSON object".into(),
                 ))
             }
         }
         Err(e) if bytes.iter().all(u8::is_ascii_whitespace) => {
             drop(e);
-            Err(ApiError::BadRequest("the request body is empty".into()))
+            Err(Rejection::BadRequest("the request body is empty".into()))
         }
         Err(e) => {
             // A valid JSON value that is not an object is a type error, not a syntax one.
             if serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
-                return Err(ApiError::BadRequest(
+                return Err(Rejection::BadRequest(
                     "the request body must be a JSON object".into(),
                 ));
             }
-            Err(ApiError::BadRequest(format!(
+            Err(Rejection::BadRequest(format!(
                 "the request body is not valid JSON (line {}, column {})",
                 e.line(),
                 e.column()

@@ -1,8 +1,7 @@
 //! `Idempotency-Key`: the client's name for one logical write, so that a retry of it is
 //! answered with the first attempt's response instead of being applied again.
 
-use super::Request;
-use crate::error::ApiError;
+use super::{Rejection, Request};
 
 /// 1 to 255 visible ASCII characters: safe to store, compare and log as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,17 +10,17 @@ pub struct IdempotencyKey(String);
 const RULE: &str = "the Idempotency-Key header must be 1 to 255 visible ASCII characters";
 
 impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<IdempotencyKey, ApiError> {
+    pub fn parse(raw: &str) -> Result<IdempotencyKey, Rejection> {
         let ok = (1..=255).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
         if ok {
             Ok(IdempotencyKey(raw.to_owned()))
         } else {
-            Err(ApiError::BadRequest(RULE.into()))
+            Err(Rejection::BadRequest(RULE.into()))
         }
     }
 
     /// The request's key, if it sent one. Two keys are a 400: which one would count?
-    pub fn from_request(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+    pub fn from_request(req: &Request) -> Result<Option<IdempotencyKey>, Rejection> {
         let mut values = req
             .headers
             .iter()
@@ -30,7 +29,7 @@ impl IdempotencyKey {
         match (values.next(), values.next()) {
             (None, _) => Ok(None),
             (Some(v), None) => IdempotencyKey::parse(v).map(Some),
-            (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            (Some(_), Some(_)) => Err(Rejection::BadRequest(
                 "send at most one Idempotency-Key header".into(),
             )),
         }

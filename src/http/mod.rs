@@ -10,11 +10,18 @@ pub mod https;
 pub mod idempotency_key;
 pub mod precondition;
 pub mod query;
+pub mod rejection;
 pub mod request_id;
 pub mod server;
 
 use std::fmt;
 use std::net::SocketAddr;
+
+pub use rejection::Rejection;
+
+/// Seconds a client is asked to wait (`Retry-After`) after a 503, or a 409 for a request
+/// still in progress.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// A request method. Anything we do not route is kept as `Other` so a 405 can name it.
 #[derive(Clone, Debug, PartialEq, Eq)]

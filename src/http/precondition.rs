@@ -1,8 +1,7 @@
 //! `If-Match` and `If-None-Match` (RFC 9110 §13.1) parsed into typed values, and the
 //! entity tags they compare.
 
-use super::Request;
-use crate::error::ApiError;
+use super::{Rejection, Request};
 
 /// One entity tag: `"token"` (strong) or `W/"token"` (weak).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,18 +46,18 @@ impl TagList {
 }
 
 /// `If-Match`, when the request has it.
-pub fn if_match(req: &Request) -> Result<Option<TagList>, ApiError> {
+pub fn if_match(req: &Request) -> Result<Option<TagList>, Rejection> {
     header(req, "if-match")
 }
 
 /// `If-None-Match`, when the request has it.
-pub fn if_none_match(req: &Request) -> Result<Option<TagList>, ApiError> {
+pub fn if_none_match(req: &Request) -> Result<Option<TagList>, Rejection> {
     header(req, "if-none-match")
 }
 
 /// Every line of the header, joined as one list (RFC 9110 §5.3). A malformed value is a
 /// 400: guessing what a client meant by a broken precondition could overwrite data.
-fn header(req: &Request, name: &'static str) -> Result<Option<TagList>, ApiError> {
+fn header(req: &Request, name: &'static str) -> Result<Option<TagList>, Rejection> {
     let mut lines = req
         .headers
         .iter()
@@ -70,7 +69,7 @@ fn header(req: &Request, name: &'static str) -> Result<Option<TagList>, ApiError
     }
     let joined = lines.collect::<Vec<_>>().join(",");
     parse(&joined).map(Some).ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        Rejection::BadRequest(format!(
             "the {name} header is not a list of entity tags or *"
         ))
     })

@@ -3,11 +3,11 @@
 //! `%XX` escapes are decoded; `+` is kept as a plus sign, since it is legal in e-mail
 //! addresses and RFC 3986 gives it no special meaning in a query.
 
-use crate::error::ApiError;
+use super::Rejection;
 
 /// Splits `a=1&b=2` into pairs. Empty segments (`a=1&&b=2`) are skipped; a name without
 /// `=` gets an empty value. Bad escapes or invalid UTF-8 are a 400.
-pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, Rejection> {
     query
         .split('&')
         .filter(|s| !s.is_empty())
@@ -18,35 +18,26 @@ pub fn parse_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
-/// Percent-decodes one component.
-pub fn decode(s: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest("the query string has an invalid percent-encoding".into());
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            // Two hex digits exactly: `from_str_radix` would also take a sign (`%+0`).
-            let byte = match bytes.get(i + 1..i + 3) {
-                Some(&[hi, lo]) => hex_digit(hi).zip(hex_digit(lo)).map(|(h, l)| h << 4 | l),
-                _ => None,
-            };
-            out.push(byte.ok_or_else(bad)?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// Percent-decodes one component, with `percent-encoding` (linked already for `db::tls`)
+/// in place of our own loop: 12 lines fewer, no bytes more. It takes 1.2 to 2.2 times the
+/// instructions (401 against 332 for `limit`, 1127 against 567 for `a%2Bb%40example.org`):
+/// under 1% of a full page of users, whose timestamps alone take some 130 000.
+pub fn decode(s: &str) -> Result<String, Rejection> {
+    // percent-encoding leaves a broken escape as it is; ours is a 400 (and `%+0` too).
+    let b = s.as_bytes();
+    let well_formed = (b.iter().enumerate().filter(|(_, c)| **c == b'%'))
+        .all(|(i, _)| (b.get(i + 1..i + 3)).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return Err(Rejection::BadRequest(
+            "the query string has an invalid percent-encoding".into(),
+        ));
     }
-    String::from_utf8(out).map_err(|_| {
-        ApiError::BadRequest("the query string is not valid UTF-8 once decoded".into())
-    })
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    match percent_encoding::percent_decode_str(s).decode_utf8() {
+        Ok(text) => Ok(text.into_owned()),
+        Err(_) => Err(Rejection::BadRequest(
+            "the query string is not valid UTF-8 once decoded".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

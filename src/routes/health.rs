@@ -7,8 +7,9 @@ use serde_json::json;
 
 use super::{Ctx, json};
 use crate::clock::rfc3339_micros;
-use crate::error::{ApiError, RETRY_AFTER_SECS};
-use crate::http::Response;
+use crate::error::ApiError;
+use crate::error_chain::chain;
+use crate::http::{RETRY_AFTER_SECS, Response};
 
 /// `/health` and `/health/ready`: 200 when a pooled connection answers, else 503 with the
 /// health object itself as the body.
@@ -20,7 +21,7 @@ pub fn ready(ctx: &Ctx) -> Result<Response, ApiError> {
             &json!({"status": "healthy", "database": "ok", "timestamp": now}),
         ),
         Err(e) => {
-            warn!("health check failed: {}", e.chain());
+            warn!("health check failed: {}", chain(&e));
             let body = json!({"status": "unhealthy", "database": "unavailable", "timestamp": now});
             Ok(json(503, &body)?.with_header("Retry-After", RETRY_AFTER_SECS.to_string()))
         }

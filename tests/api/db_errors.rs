@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 use user_api::db::tls::{Connector, TlsSettings};
-use user_api::db::{DbError, Endpoint, Session, StatementCache};
+use user_api::db::{DbError, Endpoint, Kind, Session, StatementCache, users};
 use user_api::error::ApiError;
 
 use crate::helpers::*;
@@ -32,12 +32,12 @@ fn seen<T>(result: Result<T, DbError>, case: &str) -> Seen {
     let (status, driver_status) = match e {
         // The one place `DbError` hands the driver's error on as it is.
         DbError::Pg(e) => {
-            let status = ApiError::from(e).status();
+            let status = ApiError::from(DbError::Pg(e)).status();
             (status, Some(status))
         }
         DbError::Lost(e) | DbError::Stale(Some(e)) => {
             let status = ApiError::from(DbError::Stale(None)).status();
-            (status, Some(ApiError::from(e).status()))
+            (status, Some(ApiError::from(DbError::Pg(e)).status()))
         }
         other => (ApiError::from(other).status(), None),
     };
@@ -127,6 +127,32 @@ fn assert_all_as_expected(cases: &[(&str, Seen, Seen)]) {
         .map(|(name, got, want)| format!("{name}: got {got:?}, want {want:?}"))
         .collect();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn database_errors_name_the_constraint_a_row_clashed_with_in_the_db_layers_terms() {
+    let app = spawn_app();
+    app.db()
+        .batch_execute(
+            "INSERT INTO users (id, first_name, last_name, email) \
+             VALUES (1, 'Ada', 'Lovelace', 'ada@example.com')",
+        )
+        .unwrap();
+    let mut db = session(&app.db_url).unwrap();
+    let mut kind_of = |sql: &str| match db.batch_execute(sql) {
+        Err(e) => format!("{:?}", e.kind()),
+        Ok(()) => panic!("{sql}: the statement succeeded"),
+    };
+    let insert = "INSERT INTO users (id, first_name, last_name, email) VALUES ";
+    assert_eq!(
+        kind_of(&format!("{insert} (2, 'A', 'B', 'ADA@example.com')")),
+        format!("{:?}", Kind::Conflict(users::EMAIL_INDEX))
+    );
+    assert_eq!(
+        kind_of(&format!("{insert} (1, 'A', 'B', NULL)")),
+        format!("{:?}", Kind::Conflict("users_pkey"))
+    );
+    assert_eq!(kind_of("SELECT 1 / 0"), format!("{:?}", Kind::Other));
 }
 
 #[test]

@@ -40,7 +40,7 @@ proptest! {
         prop_assume!(!(after.len() == 2 && after.iter().all(char::is_ascii_hexdigit)));
         match decode(&raw) {
             Ok(s) => prop_assert!(false, "{:?} decoded to {:?}", raw, s),
-            Err(e) => must_be_400(&e, &raw)?,
+            Err(e) => must_be_400(&e.into(), &raw)?,
         }
     }
 
@@ -68,7 +68,7 @@ proptest! {
         raw in prop_oneof![tricky_string(40), "[%&=a-fx0-9+\u{e9}]{0,30}"],
     ) {
         if let Err(e) = parse_pairs(&raw) {
-            must_be_400(&e, &raw)?;
+            must_be_400(&e.into(), &raw)?;
         }
     }
 }

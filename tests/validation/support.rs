@@ -27,7 +27,7 @@ pub fn post_json(body: impl Into<Vec<u8>>) -> Request {
 }
 
 pub fn body_of(bytes: &[u8]) -> Result<JsonObject, ApiError> {
-    json_object(&post_json(bytes.to_vec()), MAX_BODY)
+    json_object(&post_json(bytes.to_vec()), MAX_BODY).map_err(ApiError::from)
 }
 
 pub fn new_user_from(bytes: &[u8]) -> Result<NewUser, ApiError> {

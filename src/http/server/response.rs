@@ -95,7 +95,7 @@ pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub(crate) fn layer_error(status: u16, message: &str) -> Response {
     let resp = Response::error(status, message).with_header("X-Request-Id", request_id::fresh());
     if status == 503 {
-        resp.with_header("Retry-After", crate::error::RETRY_AFTER_SECS.to_string())
+        resp.with_header("Retry-After", crate::http::RETRY_AFTER_SECS.to_string())
     } else {
         resp
     }
