@@ -163,28 +163,22 @@ fn spawn(database: TestDatabase, configure: impl FnOnce(&mut HashMap<String, Str
     if https {
         return app;
     }
-    let live = super::poll_until(Duration::from_secs(10), || {
-        if app.thread.as_ref().is_some_and(|t| t.is_finished()) {
-            panic!("the app stopped before it answered /health/live");
-        }
-        client::send(addr, "GET", "/health/live", &[], None)
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-    assert!(
-        live.is_some(),
-        "/health/live did not answer 200 within 10 s"
-    );
-    // The pool opens its connections in the background: start the test from a ready app.
-    let ready = super::poll_until(Duration::from_secs(30), || {
-        client::send(addr, "GET", "/health/ready", &[], None)
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-    assert!(
-        ready.is_some(),
-        "/health/ready did not answer 200 within 30 s"
-    );
+    // Alive first (a start-up failure shows at once), then ready: the pool opens its
+    // connections in the background, and a test starts from a ready app.
+    for (path, within) in [("/health/live", 10), ("/health/ready", 30)] {
+        let answered = super::poll_until(Duration::from_secs(within), || {
+            if app.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                panic!("the app stopped before it answered {path}");
+            }
+            client::send(addr, "GET", path, &[], None)
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        assert!(
+            answered.is_some(),
+            "{path} did not answer 200 within {within} s"
+        );
+    }
     app
 }
 
