@@ -559,3 +559,114 @@ impl Source for Transport {
         self.stream().deregister(registry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use mio::{Events, Poll};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+    /// A server configuration with a fresh self-signed certificate for localhost, and a
+    /// client configuration trusting it.
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = CertificateDer::from(made.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Reads from `transport` until `want` plaintext bytes came, waiting on readiness.
+    fn read_exactly(transport: &mut Transport, poll: &mut Poll, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut scratch = vec![0; 64 * 1024];
+        let mut events = Events::with_capacity(4);
+        while got.len() < want {
+            match transport.read(&mut scratch) {
+                Ok(0) => panic!("the client closed after {} bytes", got.len()),
+                Ok(n) => got.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    transport.flush_pending().unwrap();
+                    poll.poll(&mut events, Some(Duration::from_secs(10)))
+                        .unwrap();
+                    assert!(!events.is_empty(), "no readiness within 10 s");
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got
+    }
+
+    fn held_bytes(transport: &Transport) -> (bool, usize) {
+        let Transport::Tls(t) = transport else {
+            panic!("not TLS")
+        };
+        let held = t.incoming.capacity() + t.pending.capacity() + t.plain.capacity();
+        (t.session.is_some(), held)
+    }
+
+    #[test]
+    fn an_idle_tls_connection_keeps_its_session_and_no_buffer() {
+        let (server_config, client_config) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // Nothing is sent until the server has looked at the fresh connection.
+            go_rx.recv().unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = ClientConnection::new(client_config, name).unwrap();
+            let mut tls = StreamOwned::new(conn, tcp);
+            tls.write_all(b"ping").unwrap();
+            let mut answer = [0u8; 4];
+            tls.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"pong");
+            // Stays open, idle, until the server has looked again.
+            go_rx.recv().unwrap();
+        });
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut transport =
+            Transport::new(TcpStream::from_std(accepted), Some(&server_config)).unwrap();
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut transport, Token(0), Interest::READABLE)
+            .unwrap();
+
+        assert_eq!(
+            held_bytes(&transport),
+            (false, 0),
+            "a client that has sent nothing has no session yet"
+        );
+        go_tx.send(()).unwrap();
+        assert_eq!(read_exactly(&mut transport, &mut poll, 4), b"ping");
+        assert_eq!(transport.write(b"pong").unwrap(), 4);
+        assert!(transport.flush_pending().unwrap());
+
+        assert_eq!(
+            held_bytes(&transport),
+            (true, 0),
+            "between requests only the session is kept"
+        );
+        go_tx.send(()).unwrap();
+        client.join().unwrap();
+    }
+}
