@@ -71,7 +71,7 @@ fn body_holders_without_the_token_cost_the_server_almost_nothing() {
 /// Idle HTTPS connections: each completed its handshake and one request, then waits.
 const TLS_IDLE: usize = 5_000;
 
-/// The bound for 5 000 of them, the whole server included.
+/// The bound set for 5 000 of them, the whole server included.
 const TLS_MEMORY_LIMIT_KIB: u64 = 32 * 1024;
 
 #[test]
