@@ -4,7 +4,9 @@
 //! `cargo run --release --example echo_server -- 127.0.0.1:0` prints `listening on ADDR`
 //! and serves until SIGINT or SIGTERM. `HEADER_TIMEOUT_SECS` and `KEEPALIVE_TIMEOUT_SECS`
 //! override those two timeouts, so a measurement can hold connections longer than the
-//! defaults allow. See `scripts/idle_load.py`.
+//! defaults allow. With `TLS_CERT_FILE` and `TLS_KEY_FILE` it serves HTTPS, as the
+//! service does (`scripts/idle_load.py --cafile` measures idle TLS connections). See
+//! `scripts/idle_load.py`.
 
 use std::io;
 use std::net::TcpListener;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use user_api::http::https::Https;
 use user_api::http::server::{Server, ServerConfig, raise_nofile_limit};
 use user_api::http::{Body, Request, Response};
 
@@ -25,10 +28,19 @@ fn main() -> io::Result<()> {
     if let Some(secs) = env_secs("HEADER_TIMEOUT_SECS") {
         config.header_timeout = secs;
     }
+    // A measurement's connections all come from 127.0.0.1: only the total cap applies.
+    config.max_connections_per_peer = config.max_connections;
     if let Some(secs) = env_secs("KEEPALIVE_TIMEOUT_SECS") {
         config.keepalive_timeout = secs;
     }
-    let server = Server::new(TcpListener::bind(&addr)?, config, Arc::new(echo))?;
+    let mut server = Server::new(TcpListener::bind(&addr)?, config, Arc::new(echo))?;
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os("TLS_CERT_FILE"),
+        std::env::var_os("TLS_KEY_FILE"),
+    ) {
+        let https = Https::open(cert.as_ref(), key.as_ref()).map_err(io::Error::other)?;
+        server = server.with_https(Arc::new(https));
+    }
     println!(
         "listening on {} (open-files limit {nofile}, max_connections {})",
         server.local_addr(),

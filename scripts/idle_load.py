@@ -7,19 +7,33 @@ server from /proc/PID/status, and times a normal request on a fresh connection w
 of them are held. Loopback only; bounded in connections and time; stops by itself.
 
     python3 scripts/idle_load.py --pid PID --port PORT [--idle 5000] [--slow 200] [--hold 5]
+        [--cafile CA.pem]
 
 Run the server with timeouts longer than the hold, e.g.
 HEADER_TIMEOUT_SECS=120 KEEPALIVE_TIMEOUT_SECS=120 target/release/examples/echo_server
+
+With --cafile every connection speaks TLS (verified against CA.pem, for 127.0.0.1): run
+the server with TLS_CERT_FILE and TLS_KEY_FILE then. Each idle connection has completed
+its handshake and one request; the slow ones complete the handshake, then dribble a head.
 """
 
 import argparse
 import resource
 import socket
+import ssl
 import sys
 import time
 
 HOST = "127.0.0.1"
 REQUEST = b"GET /probe HTTP/1.1\r\nHost: load\r\n\r\n"
+TLS = None  # an ssl.SSLContext when --cafile is given
+
+
+def connect(port):
+    s = socket.create_connection((HOST, port), timeout=5)
+    if TLS is not None:
+        s = TLS.wrap_socket(s, server_hostname=HOST)
+    return s
 
 
 def status(pid):
@@ -57,7 +71,7 @@ def read_response(sock):
 
 def timed_request(port):
     start = time.monotonic()
-    with socket.create_connection((HOST, port), timeout=5) as s:
+    with connect(port) as s:
         s.sendall(REQUEST)
         line = read_response(s)
     return line, time.monotonic() - start
@@ -68,7 +82,7 @@ def still_open(sock):
     sock.setblocking(False)
     try:
         sock.recv(1)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantReadError):
         return True
     except OSError:
         return False
@@ -83,7 +97,11 @@ def main():
     p.add_argument("--idle", type=int, default=5000)
     p.add_argument("--slow", type=int, default=200)
     p.add_argument("--hold", type=float, default=5.0, help="seconds to hold them all")
+    p.add_argument("--cafile", help="speak TLS, trusting this CA (PEM)")
     args = p.parse_args()
+    global TLS
+    if args.cafile:
+        TLS = ssl.create_default_context(cafile=args.cafile)
     if args.idle + args.slow > 20000 or args.hold > 60:
         sys.exit("refusing: keep the load bounded (<= 20000 connections, <= 60 s)")
 
@@ -96,7 +114,7 @@ def main():
 
     idle = []
     for _ in range(args.idle):
-        s = socket.create_connection((HOST, args.port), timeout=5)
+        s = connect(args.port)
         s.sendall(REQUEST)
         read_response(s)
         idle.append(s)
@@ -105,7 +123,7 @@ def main():
 
     slow = []
     for _ in range(args.slow):
-        s = socket.create_connection((HOST, args.port), timeout=5)
+        s = connect(args.port)
         s.sendall(b"GET /slowloris HTTP/1.1\r\nHost: load\r\nX-Slow: ")
         slow.append(s)
 

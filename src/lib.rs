@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use startup::App;

@@ -16,14 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::{CertificateCheck, Verifier, pem_problem};
 
 /// libpq's `sslmode`, less `allow` (plain text first, TLS only if refused: nothing a
 /// deployment should want, and tokio-postgres cannot try in that order).
@@ -135,11 +134,7 @@ impl Connector {
     /// Reads the certificate and key files and builds the TLS configuration. Every
     /// problem a file can have is found here, at start-up, not on the first connection.
     pub fn new(settings: &TlsSettings) -> Result<Connector, String> {
-        // ring, not aws-lc-rs: a fraction of the size in a static binary, and no cmake or
-        // target C toolchain to build it; rustls now flags it for lacking post-quantum
-        // key exchange, which PostgreSQL servers do not offer yet either.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let check = match (settings.mode, &settings.root_cert) {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
                 return Err(format!(
@@ -159,17 +154,21 @@ impl Connector {
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
                         .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-                Arc::new(Verifier {
-                    check,
-                    webpki: Some(webpki),
-                    provider: provider.clone(),
-                })
+                Arc::new(Verifier::new(
+                    ServerCheck {
+                        check,
+                        webpki: Some(webpki),
+                    },
+                    provider.clone(),
+                ))
             }
-            _ => Arc::new(Verifier {
-                check: Check::None,
-                webpki: None,
-                provider: provider.clone(),
-            }),
+            _ => Arc::new(Verifier::new(
+                ServerCheck {
+                    check: Check::None,
+                    webpki: None,
+                },
+                provider.clone(),
+            )),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -235,28 +234,17 @@ fn read_roots(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// A PEM error in words, never with the file's contents.
-pub(crate) fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
-    use rustls::pki_types::pem::Error as Pem;
-    match e {
-        Pem::Io(io) => format!("cannot read it: {io}"),
-        Pem::NoItemsFound => "no PEM item of the expected kind in the file".into(),
-        _ => "not a valid PEM file".into(),
-    }
-}
-
 /// The server-certificate check for `require`, `verify-ca` and `verify-full`. The
 /// handshake's signatures are always verified, whatever the mode, so that the peer
 /// holds the key of the certificate it showed (what channel binding relies on).
 #[derive(Debug)]
-struct Verifier {
+struct ServerCheck {
     check: Check,
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
+impl CertificateCheck for ServerCheck {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -278,40 +266,6 @@ impl ServerCertVerifier for Verifier {
             )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

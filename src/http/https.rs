@@ -9,13 +9,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::ServerCertVerified;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, ServerConfig};
+
+use crate::tls::{CertificateCheck, Verifier, pem_problem};
 
 /// Why a certificate or key could not be loaded: the setting at fault and the problem,
 /// naming the file, never its contents.
@@ -86,26 +85,14 @@ impl Https {
     }
 }
 
-/// The crypto provider of both TLS sides.
-pub fn provider() -> Arc<CryptoProvider> {
-    // ring, as for PostgreSQL (see db::tls): small in a static binary, no C toolchain
-    // beyond what ring needs.
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, LoadError> {
     let chain = read_chain(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| LoadError {
         var: "TLS_KEY_FILE",
-        msg: format!(
-            "{}: {}",
-            key_file.display(),
-            crate::db::tls::pem_problem(&e)
-        ),
+        msg: format!("{}: {}", key_file.display(), pem_problem(&e)),
     })?;
     // TLS 1.2 and 1.3, rustls' default suites: all AEAD with forward secrecy.
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| cert_err(format!("TLS set-up: {e}")))?
         .with_no_client_auth()
@@ -133,13 +120,7 @@ fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, LoadErro
 pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            cert_err(format!(
-                "{}: {}",
-                path.display(),
-                crate::db::tls::pem_problem(&e)
-            ))
-        })?;
+        .map_err(|e| cert_err(format!("{}: {}", path.display(), pem_problem(&e))))?;
     if certs.is_empty() {
         return Err(cert_err(format!(
             "{}: no PEM certificate in the file",
@@ -156,25 +137,25 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError
 /// certificate's key.
 pub fn pinned_client(cert_file: &Path) -> Result<Arc<ClientConfig>, LoadError> {
     let leaf = read_chain(cert_file)?.swap_remove(0);
-    let provider = provider();
+    let provider = crate::tls::provider();
     let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| cert_err(format!("TLS set-up: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { leaf, provider }))
+        .with_custom_certificate_verifier(Arc::new(Verifier::new(Pinned { leaf }, provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// Accepts exactly one end-entity certificate.
 #[derive(Debug)]
 struct Pinned {
     leaf: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
+impl CertificateCheck for Pinned {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
@@ -189,39 +170,5 @@ impl ServerCertVerifier for Pinned {
                 CertificateError::ApplicationVerificationFailure,
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

@@ -52,6 +52,18 @@ impl ServerProcess {
     /// Starts the binary with exactly `vars` (plus `PATH` and a `BIND` on a free port of
     /// 127.0.0.1) and waits until `/health/ready` answers 200.
     pub fn start(vars: &[(&str, String)]) -> ServerProcess {
+        ServerProcess::start_with(vars, |addr| {
+            let r = client::send(addr, "GET", "/health/ready", &[], None);
+            r.is_ok_and(|r| r.status == 200)
+        })
+    }
+
+    /// As [`ServerProcess::start`], ready when `is_ready` says so (an HTTPS server does
+    /// not answer the plain-HTTP probe).
+    pub fn start_with(
+        vars: &[(&str, String)],
+        mut is_ready: impl FnMut(SocketAddr) -> bool,
+    ) -> ServerProcess {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = TempDir::new("user-api-chaos");
@@ -78,8 +90,7 @@ impl ServerProcess {
                 if server.child.try_wait().ok().flatten().is_some() {
                     return Some(false);
                 }
-                let r = client::send(server.addr, "GET", "/health/ready", &[], None);
-                r.ok().filter(|r| r.status == 200).map(|_| true)
+                is_ready(server.addr).then_some(true)
             });
             if ready == Some(true) {
                 return server;
