@@ -2,7 +2,6 @@
 //! checked in beside it (`scripts/admin-gzip` makes them; a test holds them equal), served
 //! with a strict Content-Security-Policy. The page talks to the API like any client.
 
-use super::{Args, Ctx};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
 use crate::router::AdminAsset;
@@ -39,11 +38,8 @@ pub const STYLE: Asset = Asset {
     content_type: "text/css; charset=utf-8",
 };
 
-/// Answers `GET`/`HEAD` of one of the console's files, which the route captured.
-pub fn serve(_: &Ctx, req: &Request, args: Args<'_>) -> Result<Response, ApiError> {
-    let Some(asset) = AdminAsset::parse(args.capture) else {
-        return Err(ApiError::NotFound("route"));
-    };
+/// Answers `GET`/`HEAD` of one of the console's files.
+pub fn serve(req: &Request, asset: AdminAsset) -> Result<Response, ApiError> {
     let file = match asset {
         // The page links its files relatively ("admin.js"), which resolves under the
         // console's path only from `P/`.

@@ -2,7 +2,7 @@
 //! runs which handler, who may call it, whether it is rate limited and which thread
 //! answers it. The machinery that reads it is [`crate::router`]'s.
 
-use super::{Handler, admin, health, meta, users};
+use super::{Handler, admin_file, health, meta, users};
 use crate::http::Method::{Delete, Get, Head, Patch, Post, Put};
 use crate::router::Auth::{Key, Open};
 use crate::router::Lane::{Connection, Worker};
@@ -93,7 +93,7 @@ pub static ROUTES: Table<Handler> = Table::new(&[
     // The admin console's static files: not part of the API, never authenticated.
     Route {
         path: Path::Admin,
-        methods: &[(Get, admin::serve), (Head, admin::serve)],
+        methods: &[(Get, admin_file), (Head, admin_file)],
         auth: Open,
         limited: true,
         lane: Connection,
