@@ -240,6 +240,8 @@ fn rate_limit(env: &Env<'_>) -> Result<Option<RateLimit>, ConfigError> {
 
 /// Unset means the default `/admin`; `off` turns the console off (an empty value counts
 /// as unset here as everywhere, so it cannot be the way to turn it off).
+/// SECURITY: the path is checked against the service's own route table, which the
+/// unauthenticated console must never shadow; hence config's one import of `routes`.
 fn admin_path(value: String) -> Result<Option<AdminPath>, ConfigError> {
     match value.trim() {
         v if v.eq_ignore_ascii_case("off") => Ok(None),
