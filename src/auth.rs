@@ -80,7 +80,7 @@ mod tests {
     use crate::http::Method;
     use crate::keys::file;
     use crate::keys::secret::{digest, format_hash};
-    use crate::router::route;
+    use crate::routes::ROUTES;
 
     fn keys() -> KeySet {
         let text = format!(
@@ -92,7 +92,7 @@ mod tests {
     }
 
     fn decide<'k>(m: Method, path: &str, auth: Option<&str>, keys: &'k KeySet) -> Access<'k> {
-        authorize(route(&m, path, None).scope(&m), auth, Some(keys))
+        authorize(ROUTES.route(&m, path, None).scope(&m), auth, Some(keys))
     }
 
     #[test]

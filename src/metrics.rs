@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::db::PoolStats;
 use crate::http::Method;
-use crate::router;
 
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
@@ -20,9 +19,9 @@ const STATUSES: [u16; 24] = [
 const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-const ROUTES: usize = router::LABELS;
-
 pub struct Metrics {
+    /// The `route` label of each route index, the last for a request that matched none.
+    routes: Vec<&'static str>,
     requests: Vec<AtomicU64>,
     /// Per route: one count per bucket plus the overflow (`+Inf`), not cumulative.
     buckets: Vec<AtomicU64>,
@@ -37,17 +36,23 @@ fn zeros(n: usize) -> Vec<AtomicU64> {
 }
 
 impl Metrics {
-    pub fn new(version: &'static str) -> Metrics {
+    /// Counters for requests labelled with `routes` (by index, as [`observe`](Self::observe)
+    /// is told), in the order they are rendered: the route table's labels
+    /// (`router::Table::labels`), whose last is the one of a request that matched none.
+    pub fn new(version: &'static str, routes: Vec<&'static str>) -> Metrics {
+        let n = routes.len().max(1);
         Metrics {
-            requests: zeros(ROUTES * METHODS.len() * (STATUSES.len() + 1)),
-            buckets: zeros(ROUTES * (BUCKETS.len() + 1)),
-            sum_micros: zeros(ROUTES),
+            requests: zeros(n * METHODS.len() * (STATUSES.len() + 1)),
+            buckets: zeros(n * (BUCKETS.len() + 1)),
+            sum_micros: zeros(n),
+            routes,
             replays: AtomicU64::new(0),
             version,
         }
     }
 
-    /// Counts one request; `route` is the index of its label ([`router::label`]).
+    /// Counts one request; `route` is the index of its label (see [`new`](Self::new));
+    /// an index past the last counts under the last.
     pub fn observe(&self, method: &Method, route: usize, status: u16, took: Duration) {
         let m = match method {
             Method::Get => 0,
@@ -63,7 +68,7 @@ impl Metrics {
             .iter()
             .position(|&x| x == status)
             .unwrap_or(STATUSES.len());
-        let route = route.min(ROUTES - 1);
+        let route = route.min(self.sum_micros.len() - 1);
         self.requests[(route * METHODS.len() + m) * (STATUSES.len() + 1) + s].fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
         let b = BUCKETS
@@ -111,7 +116,7 @@ impl Metrics {
             "# HELP http_requests_total Requests answered, by method, route pattern and status.\n",
         );
         out.push_str("# TYPE http_requests_total counter\n");
-        for (route, pattern) in (0..ROUTES).map(|i| (i, router::label(i))) {
+        for (route, pattern) in self.routes.iter().enumerate() {
             for (m, method) in METHODS.iter().enumerate() {
                 for s in 0..=STATUSES.len() {
                     let idx = (route * METHODS.len() + m) * (STATUSES.len() + 1) + s;
@@ -128,7 +133,7 @@ impl Metrics {
         }
         out.push_str("# HELP http_request_duration_seconds Time from a complete request to its response, by route pattern.\n");
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (route, pattern) in (0..ROUTES).map(|i| (i, router::label(i))) {
+        for (route, pattern) in self.routes.iter().enumerate() {
             let counts =
                 &self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)];
             let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
@@ -207,6 +212,14 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Labels as a route table gives them: its routes', then the unmatched one's.
+    const LABELS: [&str; 5] = ["/user", "/users", "/user/{id}", "/users/{id}", "unmatched"];
+    const UNMATCHED: usize = LABELS.len() - 1;
+
+    fn metrics(version: &'static str) -> Metrics {
+        Metrics::new(version, LABELS.to_vec())
+    }
+
     const POOL: PoolStats = PoolStats {
         idle: 3,
         in_use: 1,
@@ -216,12 +229,12 @@ mod tests {
 
     #[test]
     fn render_counts_by_method_route_and_status() {
-        let m = Metrics::new("1.2.3");
+        let m = metrics("1.2.3");
         m.observe(&Method::Get, 2, 200, Duration::from_micros(700));
         m.observe(&Method::Get, 2, 200, Duration::from_millis(3));
         m.observe(
             &Method::Other("BREW".into()),
-            router::UNMATCHED,
+            UNMATCHED,
             404,
             Duration::from_secs(9),
         );
@@ -274,7 +287,7 @@ mod tests {
 
     #[test]
     fn replays_and_412s_on_any_route_are_counted() {
-        let m = Metrics::new("x");
+        let m = metrics("x");
         m.count_replay();
         m.observe(&Method::Put, 2, 412, Duration::ZERO);
         m.observe(&Method::Delete, 3, 412, Duration::ZERO);
@@ -286,7 +299,7 @@ mod tests {
 
     #[test]
     fn render_labels_an_unlisted_status_as_other() {
-        let m = Metrics::new("x");
+        let m = metrics("x");
         m.observe(&Method::Get, 0, 418, Duration::ZERO);
         assert!(m.render(POOL, None).contains("status=\"other\"} 1"));
     }

@@ -1,43 +1,34 @@
-//! The route table: every route the service answers, each declaring its path, which
-//! method runs which endpoint, who may call it, whether it is rate limited, which thread
-//! answers it and its metrics label. `Allow` and 405, authorisation, rate limiting, the
-//! fast lane, `/metrics` and the OpenAPI check all read [`ROUTES`]; nothing else knows a
-//! path. [`route`] looks a request up once, and the [`Routed`] it returns travels with
-//! the request (as an [`http::Note`](crate::http::Note)) from the connection layer's
-//! thread to the worker.
+//! Routing: the machinery that reads a route table. A [`Table`] lists routes, each
+//! declaring its path, which method runs what, who may call it, whether it is rate
+//! limited, which thread answers it and (by its path) its metrics label. `Allow` and 405,
+//! authorisation, rate limiting, the fast lane, `/metrics` and the OpenAPI check all read
+//! the table; nothing else knows a path. [`Table::route`] looks a request up once, and
+//! the [`Routed`] it returns travels with the request (as an
+//! [`http::Note`](crate::http::Note)) from the connection layer's thread to the worker.
 //!
-//! Adding an endpoint: a row here (or a method on a row), its handler in `routes/`, its
-//! test, and the contract (docs/API.md, src/openapi.json).
+//! This module knows nothing of what a method runs: a table is generic over it (`H`).
+//! The service's own table, whose methods name their handlers, is `routes::ROUTES`.
 
+use std::fmt;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use crate::http::{Method, Note};
 use crate::keys::Scope;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    CreateUser,
-    ListUsers,
-    GetUser,
-    ReplaceUser,
-    PatchUser,
-    DeleteUser,
-    Health,
-    Live,
-    Metrics,
-    OpenApi,
-    /// The admin console's static files: not part of the API, never authenticated. Which
-    /// file is the path's capture ([`AdminAsset::parse`]).
-    Admin,
+/// A route table: its routes in the order they are tried and their `/metrics` series
+/// listed. Made once, as a `static`, by [`Table::new`].
+pub struct Table<H: 'static> {
+    routes: &'static [Route<H>],
+    /// Each route's `Allow` list, joined once, on the first 405.
+    allow: OnceLock<Vec<String>>,
 }
 
 /// One route: everything the service decides about a request from its path alone.
-#[derive(Debug)]
-pub struct Route {
+pub struct Route<H: 'static> {
     pub path: Path,
     /// The methods the route takes, in the order `Allow` lists them, and what each runs.
-    pub methods: &'static [(Method, Endpoint)],
+    pub methods: &'static [(Method, H)],
     pub auth: Auth,
     /// Counted against the client's rate limit (when one is set).
     pub limited: bool,
@@ -101,112 +92,117 @@ pub enum Lane {
 }
 
 use Auth::{Key, Open};
-use Endpoint::*;
-use Lane::{Connection, Worker};
-use Method::{Delete, Get, Head, Patch, Post, Put};
-
-/// `/user/{id}` and its alias `/users/{id}`.
-const ONE_USER: &[(Method, Endpoint)] = &[
-    (Get, GetUser),
-    (Head, GetUser),
-    (Put, ReplaceUser),
-    (Patch, PatchUser),
-    (Delete, DeleteUser),
-];
-
-/// The routes. Their order is the order of the series in `/metrics` and the order a path
-/// is tried in: the first route whose path matches wins, so a literal path (`/users/me`)
-/// goes before a pattern that would also take it (`/users/{id}`).
-pub const ROUTES: &[Route] = &[
-    Route {
-        path: Path::api("/user"),
-        methods: &[(Post, CreateUser)],
-        auth: Key,
-        limited: true,
-        lane: Worker,
-    },
-    Route {
-        path: Path::api("/users"),
-        methods: &[(Get, ListUsers), (Head, ListUsers), (Post, CreateUser)],
-        auth: Key,
-        limited: true,
-        lane: Worker,
-    },
-    Route {
-        path: Path::api("/user/{id}"),
-        methods: ONE_USER,
-        auth: Key,
-        limited: true,
-        lane: Worker,
-    },
-    Route {
-        path: Path::api("/users/{id}"),
-        methods: ONE_USER,
-        auth: Key,
-        limited: true,
-        lane: Worker,
-    },
-    // Health probes and metrics scrapes are never limited: an orchestrator behind the
-    // same address as a noisy client must still see the truth.
-    Route {
-        path: Path::api("/health"),
-        methods: &[(Get, Health), (Head, Health)],
-        auth: Open,
-        limited: false,
-        lane: Worker,
-    },
-    Route {
-        path: Path::api("/health/live"),
-        methods: &[(Get, Live), (Head, Live)],
-        auth: Open,
-        limited: false,
-        lane: Connection,
-    },
-    Route {
-        path: Path::api("/health/ready"),
-        methods: &[(Get, Health), (Head, Health)],
-        auth: Open,
-        limited: false,
-        lane: Worker,
-    },
-    Route {
-        path: Path::api("/metrics"),
-        methods: &[(Get, Metrics), (Head, Metrics)],
-        auth: Open,
-        limited: false,
-        lane: Connection,
-    },
-    Route {
-        path: Path::api("/openapi.json"),
-        methods: &[(Get, OpenApi), (Head, OpenApi)],
-        auth: Open,
-        limited: true,
-        lane: Worker,
-    },
-    Route {
-        path: Path::Admin,
-        methods: &[(Get, Admin), (Head, Admin)],
-        auth: Open,
-        limited: true,
-        lane: Connection,
-    },
-];
-
-// A route's index fits the byte a [`Note`] keeps it in, `0xff` meaning none.
-const _: () = assert!(ROUTES.len() < 0xff);
-
-/// Metrics labels: one per route ([`Route::label`]), then `unmatched`.
-pub const LABELS: usize = ROUTES.len() + 1;
+use Lane::Connection;
+use Method::{Get, Head};
 
 /// The label of a request that matched no path.
-pub const UNMATCHED: usize = ROUTES.len();
+const UNMATCHED_LABEL: &str = "unmatched";
 
-/// The metrics label with index `i` (see [`Routed::label`]).
-pub fn label(i: usize) -> &'static str {
-    ROUTES.get(i).map_or("unmatched", Route::label)
+impl<H: 'static> Table<H> {
+    /// The table of `routes`. Their order is the order of the series in `/metrics` and
+    /// the order a path is tried in: the first route whose path matches wins, so a
+    /// literal path (`/users/me`) goes before a pattern that would also take it
+    /// (`/users/{id}`).
+    pub const fn new(routes: &'static [Route<H>]) -> Table<H> {
+        // A route's index fits the byte a [`Note`] keeps it in, `0xff` meaning none.
+        assert!(routes.len() < 0xff, "too many routes for a Note");
+        Table {
+            routes,
+            allow: OnceLock::new(),
+        }
+    }
+
+    pub fn routes(&self) -> &'static [Route<H>] {
+        self.routes
+    }
+
+    /// The metrics labels, by index ([`Routed::label`]): one per route ([`Route::label`]),
+    /// then `unmatched`.
+    pub fn labels(&self) -> Vec<&'static str> {
+        let routes = self.routes.iter().map(Route::label);
+        routes.chain([UNMATCHED_LABEL]).collect()
+    }
+
+    /// The index of the label of a request that matched no path.
+    pub fn unmatched(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Looks a request up, with the console's files at `admin` when it is served.
+    pub fn route(
+        &'static self,
+        method: &Method,
+        path: &str,
+        admin: Option<&AdminPath>,
+    ) -> Routed<H> {
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(capture) = r.matches(path, admin) else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (u32::try_from(capture.start), u32::try_from(capture.end))
+            else {
+                break;
+            };
+            return Routed {
+                table: self,
+                route: u8::try_from(i).ok(),
+                method: r
+                    .methods
+                    .iter()
+                    .position(|(m, _)| m == method)
+                    .and_then(|m| u8::try_from(m).ok()),
+                capture: (start, end),
+                auth: r.auth,
+            };
+        }
+        // SECURITY: a path under a keyed route's first segment (`/users/1/x`) is refused
+        // to an anonymous client like the route itself, so nobody learns which paths exist.
+        let area = first_segment(path);
+        let keyed = self
+            .routes
+            .iter()
+            .any(|r| r.auth == Key && r.area() == Some(area));
+        Routed {
+            table: self,
+            route: None,
+            method: None,
+            capture: (0, 0),
+            auth: if keyed { Key } else { Open },
+        }
+    }
+
+    /// The inverse of [`Routed::to_note`], for a note made from this table.
+    pub fn from_note(&'static self, note: Note) -> Routed<H> {
+        let byte = |shift: u32| {
+            let b = (note.0 >> shift) as u8;
+            (b != 0xff).then_some(b)
+        };
+        let offset = |shift: u32| ((note.0 >> shift) & ((1 << 23) - 1)) as u32;
+        Routed {
+            table: self,
+            route: byte(0),
+            method: byte(8),
+            capture: (offset(17), offset(40)),
+            auth: if note.0 & 1 << 16 != 0 { Key } else { Open },
+        }
+    }
+
+    /// The `Allow` list of route `i`: its methods in table order.
+    fn allow(&'static self, i: usize) -> &'static str {
+        let lists = self.allow.get_or_init(|| {
+            self.routes
+                .iter()
+                .map(|r| {
+                    let names: Vec<&str> = r.methods.iter().map(|(m, _)| m.as_str()).collect();
+                    names.join(", ")
+                })
+                .collect()
+        });
+        lists.get(i).map_or("", String::as_str)
+    }
 }
 
-impl Route {
+impl<H: 'static> Route<H> {
     /// The `route` label of its requests in `/metrics`.
     pub fn label(&self) -> &'static str {
         match self.path {
@@ -258,11 +254,12 @@ fn first_segment(path: &str) -> &str {
     &rest[..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len())]
 }
 
-/// What [`route`] found for a request: small and `Copy`, so it travels with the request
-/// from its head to the worker that answers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Routed {
-    /// Index in [`ROUTES`] of the route whose path matched; `None` when none did.
+/// What [`Table::route`] found for a request: small and `Copy`, so it travels with the
+/// request from its head to the worker that answers it.
+pub struct Routed<H: 'static> {
+    /// The table it was looked up in.
+    table: &'static Table<H>,
+    /// Index in the table of the route whose path matched; `None` when none did.
     route: Option<u8>,
     /// Index in that route's methods of the request's method; `None`: 405.
     method: Option<u8>,
@@ -272,10 +269,42 @@ pub struct Routed {
     auth: Auth,
 }
 
+// By hand: derived, these would ask the same of `H` (a function pointer, whose
+// comparison Rust does not promise to be meaningful); the table is compared by address.
+impl<H> Clone for Routed<H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H> Copy for Routed<H> {}
+
+impl<H> PartialEq for Routed<H> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.table, other.table)
+            && (self.route, self.method, self.capture, self.auth)
+                == (other.route, other.method, other.capture, other.auth)
+    }
+}
+
+impl<H> Eq for Routed<H> {}
+
+impl<H> fmt::Debug for Routed<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routed")
+            .field("route", &self.row().map(Route::label))
+            .field("method", &self.method)
+            .field("capture", &self.capture)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
 /// What a request amounts to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Found(Endpoint),
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome<H> {
+    /// What the route's table maps the method to.
+    Found(H),
     /// 405, with the `Allow` list.
     MethodNotAllowed {
         allow: &'static str,
@@ -283,61 +312,35 @@ pub enum Outcome {
     NotFound,
 }
 
-/// Looks a request up in [`ROUTES`], with the console's files at `admin` when it is served.
-pub fn route(method: &Method, path: &str, admin: Option<&AdminPath>) -> Routed {
-    for (i, r) in ROUTES.iter().enumerate() {
-        let Some(capture) = r.matches(path, admin) else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u32::try_from(capture.start), u32::try_from(capture.end))
-        else {
-            break;
-        };
-        return Routed {
-            route: u8::try_from(i).ok(),
-            method: r
-                .methods
-                .iter()
-                .position(|(m, _)| m == method)
-                .and_then(|m| u8::try_from(m).ok()),
-            capture: (start, end),
-            auth: r.auth,
-        };
-    }
-    // SECURITY: a path under a keyed route's first segment (`/users/1/x`) is refused to
-    // an anonymous client like the route itself, so nobody learns which paths exist.
-    let area = first_segment(path);
-    let keyed = ROUTES
-        .iter()
-        .any(|r| r.auth == Key && r.area() == Some(area));
-    Routed {
-        route: None,
-        method: None,
-        capture: (0, 0),
-        auth: if keyed { Key } else { Open },
-    }
-}
-
-impl Routed {
-    fn row(&self) -> Option<&'static Route> {
-        ROUTES.get(usize::from(self.route?))
-    }
-
-    pub fn outcome(&self) -> Outcome {
+impl<H: Copy + 'static> Routed<H> {
+    pub fn outcome(&self) -> Outcome<H> {
         let Some(row) = self.row() else {
             return Outcome::NotFound;
         };
         match self.method.and_then(|m| row.methods.get(usize::from(m))) {
-            Some((_, endpoint)) => Outcome::Found(*endpoint),
+            Some((_, found)) => Outcome::Found(*found),
             None => Outcome::MethodNotAllowed {
-                allow: allow(usize::from(self.route.unwrap_or(0))),
+                allow: self.table.allow(usize::from(self.route.unwrap_or(0))),
             },
         }
     }
 
-    /// The index of its metrics label ([`label`]).
+    /// Whether the connection layer's thread answers it ([`Lane::Connection`]); a 404 or
+    /// 405 never is.
+    pub fn is_immediate(&self) -> bool {
+        matches!(self.outcome(), Outcome::Found(_))
+            && self.row().is_some_and(|r| r.lane == Connection)
+    }
+}
+
+impl<H: 'static> Routed<H> {
+    fn row(&self) -> Option<&'static Route<H>> {
+        self.table.routes.get(usize::from(self.route?))
+    }
+
+    /// The index of its metrics label ([`Table::labels`]).
     pub fn label(&self) -> usize {
-        self.route.map_or(UNMATCHED, usize::from)
+        self.route.map_or(self.table.unmatched(), usize::from)
     }
 
     /// The part of `path` (the one it was routed by) the route captures: the raw `{id}`
@@ -362,16 +365,10 @@ impl Routed {
         self.row().is_none_or(|r| r.limited)
     }
 
-    /// Whether the connection layer's thread answers it ([`Lane::Connection`]); a 404 or
-    /// 405 never is.
-    pub fn is_immediate(&self) -> bool {
-        matches!(self.outcome(), Outcome::Found(_))
-            && self.row().is_some_and(|r| r.lane == Connection)
-    }
-
     /// Packs it into the connection layer's opaque [`Note`]: the route in bits 0–7, the
     /// method in 8–15 (`0xff`: none), `Auth::Key` in bit 16, the capture in 17–39 and
-    /// 40–62 (heads are at most 1 MiB, so 23 bits hold any offset).
+    /// 40–62 (heads are at most 1 MiB, so 23 bits hold any offset). The table is not in
+    /// it: [`Table::from_note`] is asked of the same one.
     pub fn to_note(self) -> Option<Note> {
         let (start, end) = self.capture;
         if start >= 1 << 23 || end >= 1 << 23 {
@@ -384,36 +381,6 @@ impl Routed {
             route | method << 8 | key << 16 | u64::from(start) << 17 | u64::from(end) << 40,
         ))
     }
-
-    /// The inverse of [`to_note`](Self::to_note).
-    pub fn from_note(note: Note) -> Routed {
-        let byte = |shift: u32| {
-            let b = (note.0 >> shift) as u8;
-            (b != 0xff).then_some(b)
-        };
-        let offset = |shift: u32| ((note.0 >> shift) & ((1 << 23) - 1)) as u32;
-        Routed {
-            route: byte(0),
-            method: byte(8),
-            capture: (offset(17), offset(40)),
-            auth: if note.0 & 1 << 16 != 0 { Key } else { Open },
-        }
-    }
-}
-
-/// The `Allow` list of route `i`: its methods in table order.
-fn allow(i: usize) -> &'static str {
-    static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
-    let lists = ALLOW.get_or_init(|| {
-        ROUTES
-            .iter()
-            .map(|r| {
-                let names: Vec<&str> = r.methods.iter().map(|(m, _)| m.as_str()).collect();
-                names.join(", ")
-            })
-            .collect()
-    });
-    lists.get(i).map_or("", String::as_str)
 }
 
 /// The files of the admin console under its [`AdminPath`] `P`.
@@ -443,13 +410,15 @@ impl AdminAsset {
 }
 
 /// Where the admin console is served: a path that no API route, and nothing under a
-/// keyed route's first segment, can also claim. Built only through [`AdminPath::parse`].
+/// keyed route's first segment, can also claim in the table it is served beside. Built
+/// only through [`AdminPath::parse`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminPath(String);
 
 impl AdminPath {
-    /// `/` and one or more segments of `[A-Za-z0-9._~-]`, without a trailing `/`.
-    pub fn parse(s: &str) -> Result<AdminPath, String> {
+    /// `/` and one or more segments of `[A-Za-z0-9._~-]`, without a trailing `/`, that
+    /// `table`'s routes leave free.
+    pub fn parse<H>(s: &str, table: &'static Table<H>) -> Result<AdminPath, String> {
         let segments_ok = s.strip_prefix('/').is_some_and(|rest| {
             rest.split('/').all(|seg| {
                 !seg.is_empty()
@@ -468,7 +437,7 @@ impl AdminPath {
         // SECURITY: the console is served without authentication, so it must never
         // shadow an API route or sit under the keyed paths.
         for file in ["", "/", "/admin.js", "/admin.css"] {
-            let r = route(&Get, &format!("{s}{file}"), None);
+            let r = table.route(&Get, &format!("{s}{file}"), None);
             if r.route.is_some() || r.auth != Open {
                 return Err(format!("{s:?} overlaps the API's own routes"));
             }
@@ -483,49 +452,106 @@ impl AdminPath {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The machinery, on a table of its own whose methods map to names. The service's
+    //! table is tested in `routes::table`.
 
-    fn found(m: Method, path: &str) -> (Endpoint, &'static str, &str) {
-        let r = route(&m, path, None);
+    use super::*;
+    use Method::{Delete, Post, Put};
+
+    const ONE: &[(Method, &str)] = &[(Get, "get"), (Head, "get"), (Put, "put")];
+
+    static TABLE: Table<&str> = Table::new(&[
+        Route {
+            path: Path::api("/things"),
+            methods: &[(Get, "list"), (Post, "create")],
+            auth: Key,
+            limited: true,
+            lane: Lane::Worker,
+        },
+        Route {
+            path: Path::api("/things/mine"),
+            methods: &[(Get, "mine")],
+            auth: Key,
+            limited: true,
+            lane: Lane::Worker,
+        },
+        Route {
+            path: Path::api("/things/{id}"),
+            methods: ONE,
+            auth: Key,
+            limited: true,
+            lane: Lane::Worker,
+        },
+        Route {
+            path: Path::api("/things/{id}/parts"),
+            methods: &[(Get, "parts")],
+            auth: Key,
+            limited: true,
+            lane: Lane::Worker,
+        },
+        Route {
+            path: Path::api("/ping"),
+            methods: &[(Get, "ping")],
+            auth: Open,
+            limited: false,
+            lane: Lane::Connection,
+        },
+        Route {
+            path: Path::Admin,
+            methods: &[(Get, "admin"), (Head, "admin")],
+            auth: Open,
+            limited: true,
+            lane: Lane::Connection,
+        },
+    ]);
+
+    fn admin() -> AdminPath {
+        AdminPath::parse("/admin", &TABLE).unwrap()
+    }
+
+    fn found(m: Method, path: &str) -> (&'static str, &'static str, &str) {
+        let r = TABLE.route(&m, path, Some(&admin()));
         match r.outcome() {
-            Outcome::Found(endpoint) => (endpoint, label(r.label()), r.capture(path)),
+            Outcome::Found(name) => (name, TABLE.labels()[r.label()], r.capture(path)),
             other => panic!("{m} {path}: {other:?}"),
         }
     }
 
-    #[test]
-    fn route_finds_every_endpoint_and_alias() {
-        assert_eq!(found(Post, "/user"), (CreateUser, "/user", ""));
-        assert_eq!(found(Post, "/users"), (CreateUser, "/users", ""));
-        assert_eq!(found(Get, "/users"), (ListUsers, "/users", ""));
-        assert_eq!(found(Head, "/users"), (ListUsers, "/users", ""));
-        assert_eq!(found(Get, "/user/7"), (GetUser, "/user/{id}", "7"));
-        assert_eq!(found(Get, "/users/x"), (GetUser, "/users/{id}", "x"));
-        assert_eq!(found(Put, "/users/7").0, ReplaceUser);
-        assert_eq!(found(Patch, "/user/7").0, PatchUser);
-        assert_eq!(found(Delete, "/user/7").0, DeleteUser);
-        assert_eq!(found(Get, "/health"), (Health, "/health", ""));
-        assert_eq!(found(Get, "/health/ready"), (Health, "/health/ready", ""));
-        assert_eq!(found(Head, "/health/live").0, Live);
-        assert_eq!(found(Get, "/metrics").0, Metrics);
-        assert_eq!(found(Get, "/openapi.json").0, OpenApi);
+    fn allow(m: Method, path: &str) -> Option<&'static str> {
+        match TABLE.route(&m, path, Some(&admin())).outcome() {
+            Outcome::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
+        }
+    }
+
+    fn not_found(m: Method, path: &str, admin: Option<&AdminPath>) -> bool {
+        matches!(TABLE.route(&m, path, admin).outcome(), Outcome::NotFound)
     }
 
     #[test]
-    fn route_is_405_with_allow_when_method_does_not_fit() {
-        let cases = [
-            (Get, "/user", "POST"),
-            (Delete, "/users", "GET, HEAD, POST"),
-            (Post, "/user/1", "GET, HEAD, PUT, PATCH, DELETE"),
-            (Method::Options, "/health", "GET, HEAD"),
-            (Method::Other("BREW".into()), "/metrics", "GET, HEAD"),
-        ];
-        for (m, path, want) in cases {
-            match route(&m, path, None).outcome() {
-                Outcome::MethodNotAllowed { allow } => assert_eq!(allow, want, "{m} {path}"),
-                other => panic!("{m} {path}: {other:?}"),
-            }
-        }
+    fn route_runs_what_the_method_maps_to_with_the_capture_and_the_first_match_wins() {
+        assert_eq!(found(Get, "/things"), ("list", "/things", ""));
+        assert_eq!(found(Post, "/things"), ("create", "/things", ""));
+        assert_eq!(found(Get, "/things/mine"), ("mine", "/things/mine", ""));
+        assert_eq!(found(Head, "/things/7"), ("get", "/things/{id}", "7"));
+        assert_eq!(found(Put, "/things/x"), ("put", "/things/{id}", "x"));
+        assert_eq!(
+            found(Get, "/things/7/parts"),
+            ("parts", "/things/{id}/parts", "7")
+        );
+        assert_eq!(found(Get, "/ping"), ("ping", "/ping", ""));
+    }
+
+    #[test]
+    fn route_is_405_with_the_methods_in_table_order_when_the_method_does_not_fit() {
+        assert_eq!(allow(Delete, "/things"), Some("GET, POST"));
+        assert_eq!(allow(Post, "/things/1"), Some("GET, HEAD, PUT"));
+        assert_eq!(allow(Method::Options, "/ping"), Some("GET"));
+        assert_eq!(
+            allow(Method::Other("BREW".into()), "/admin/"),
+            Some("GET, HEAD")
+        );
+        assert_eq!(allow(Get, "/ping"), None);
     }
 
     #[test]
@@ -533,21 +559,18 @@ mod tests {
         for path in [
             "/",
             "",
-            "/user/",
-            "/users/1/x",
-            "/userx",
-            "/health/",
-            "/USERS",
-            "//user",
+            "/things/",
+            "/things/1/x",
+            "/things//parts",
+            "/thingsx",
+            "/ping/",
+            "/THINGS",
+            "//things",
         ] {
-            let r = route(&Get, path, None);
-            assert_eq!(r.outcome(), Outcome::NotFound, "{path}");
-            assert_eq!(label(r.label()), "unmatched", "{path}");
+            let r = TABLE.route(&Get, path, Some(&admin()));
+            assert!(not_found(Get, path, Some(&admin())), "{path}");
+            assert_eq!(r.label(), TABLE.unmatched(), "{path}");
         }
-    }
-
-    fn admin() -> AdminPath {
-        AdminPath::parse("/admin").unwrap()
     }
 
     #[test]
@@ -561,38 +584,36 @@ mod tests {
         ];
         for (path, asset) in cases {
             for m in [Get, Head] {
-                let r = route(&m, path, Some(&a));
-                assert_eq!(r.outcome(), Outcome::Found(Admin), "{m} {path}");
+                assert_eq!(found(m.clone(), path).0, "admin", "{m} {path}");
+                let r = TABLE.route(&m, path, Some(&a));
                 assert_eq!(AdminAsset::parse(r.capture(path)), Some(asset), "{path}");
-                assert_eq!(label(r.label()), "admin");
+                assert_eq!(TABLE.labels()[r.label()], "admin");
                 assert!(r.is_immediate() && r.scope(&m).is_none(), "{path}");
             }
-            let r = route(&Post, path, Some(&a));
-            assert_eq!(
-                (r.outcome(), label(r.label())),
-                (Outcome::MethodNotAllowed { allow: "GET, HEAD" }, "admin"),
-                "{path}"
-            );
+            assert_eq!(allow(Post, path), Some("GET, HEAD"), "{path}");
         }
         for path in ["/admin/x", "/admin//", "/adminx", "/admin/admin.js/"] {
-            assert_eq!(route(&Get, path, Some(&a)).outcome(), Outcome::NotFound);
+            assert!(not_found(Get, path, Some(&a)), "{path}");
         }
-        assert_eq!(route(&Get, "/users", Some(&a)), route(&Get, "/users", None));
+        assert_eq!(
+            TABLE.route(&Get, "/things", Some(&a)),
+            TABLE.route(&Get, "/things", None)
+        );
     }
 
     #[test]
     fn route_is_404_at_the_console_paths_when_the_console_is_off() {
         for path in ["/admin", "/admin/", "/admin/admin.js", "/admin/admin.css"] {
             for m in [Get, Post] {
-                assert_eq!(route(&m, path, None).outcome(), Outcome::NotFound, "{path}");
+                assert!(not_found(m, path, None), "{path}");
             }
         }
     }
 
     #[test]
-    fn admin_path_is_refused_when_malformed_or_over_an_api_route() {
-        for ok in ["/admin", "/ops/console", "/_admin-1.x~"] {
-            assert_eq!(AdminPath::parse(ok).unwrap().as_str(), ok);
+    fn admin_path_is_refused_when_malformed_or_over_a_route_of_its_table() {
+        for ok in ["/admin", "/ops/console", "/_admin-1.x~", "/pingx"] {
+            assert_eq!(AdminPath::parse(ok, &TABLE).unwrap().as_str(), ok);
         }
         for bad in [
             "",
@@ -605,129 +626,67 @@ mod tests {
             "/a/./b",
             "/ad?min",
             "/ad%20min",
-            "/users",
-            "/user",
-            "/users/admin",
-            "/health",
-            "/metrics",
-            "/openapi.json",
+            "/things",
+            "/things/admin",
+            "/ping",
         ] {
-            assert!(AdminPath::parse(bad).is_err(), "{bad:?}");
+            assert!(AdminPath::parse(bad, &TABLE).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn labels_are_the_api_patterns_then_admin_then_unmatched_each_once() {
-        let labels: Vec<&str> = (0..LABELS).map(label).collect();
-        assert_eq!(labels[UNMATCHED], "unmatched");
-        assert_eq!(labels[UNMATCHED - 1], "admin");
-        for (i, l) in labels.iter().enumerate() {
-            assert!(!labels[..i].contains(l), "{l} twice");
+    fn a_keyed_route_guards_every_path_under_its_first_segment() {
+        for p in ["/things", "/things/1", "/things/", "/things/1/x"] {
+            let r = TABLE.route(&Get, p, None);
+            assert_eq!(r.scope(&Get), Some(Scope::Read), "{p}");
+            assert_eq!(r.scope(&Method::Options), Some(Scope::Write), "{p}");
+        }
+        for p in ["/ping", "/thingsx", "/", "//things"] {
+            assert_eq!(TABLE.route(&Post, p, None).scope(&Post), None, "{p}");
         }
     }
 
     #[test]
-    fn keys_guard_the_user_routes_and_every_path_under_them() {
-        for p in [
-            "/user",
-            "/users",
-            "/user/1",
-            "/users/abc",
-            "/user/",
-            "/users/1/x",
-        ] {
-            assert_eq!(route(&Get, p, None).scope(&Get), Some(Scope::Read), "{p}");
-            assert_eq!(
-                route(&Method::Options, p, None).scope(&Method::Options),
-                Some(Scope::Write),
-                "{p}"
-            );
-        }
-        for p in [
-            "/health",
-            "/metrics",
-            "/openapi.json",
-            "/userx",
-            "/",
-            "//user",
-        ] {
-            assert_eq!(route(&Post, p, None).scope(&Post), None, "{p}");
-        }
-    }
-
-    #[test]
-    fn only_liveness_metrics_and_the_console_take_the_fast_lane() {
-        let a = admin();
-        let fast: Vec<&str> = [
-            "/user",
-            "/users",
-            "/user/1",
-            "/users/1",
-            "/health",
-            "/health/live",
-            "/health/ready",
-            "/metrics",
-            "/openapi.json",
-            "/admin/",
-            "/nowhere",
-        ]
-        .into_iter()
-        .filter(|p| route(&Get, p, Some(&a)).is_immediate())
-        .collect();
-        assert_eq!(fast, ["/health/live", "/metrics", "/admin/"]);
-        assert!(
-            !route(&Post, "/metrics", None).is_immediate(),
-            "a 405 waits"
+    fn labels_are_the_routes_in_table_order_then_unmatched() {
+        assert_eq!(
+            TABLE.labels(),
+            [
+                "/things",
+                "/things/mine",
+                "/things/{id}",
+                "/things/{id}/parts",
+                "/ping",
+                "admin",
+                "unmatched"
+            ]
         );
+        assert_eq!(TABLE.unmatched(), TABLE.labels().len() - 1);
     }
 
     #[test]
-    fn health_and_metrics_are_spared_the_rate_limit() {
+    fn the_lane_and_the_limit_are_the_matched_routes_and_a_miss_is_limited_on_a_worker() {
         let a = admin();
-        for (p, limited) in [
-            ("/users", true),
-            ("/user/1", true),
-            ("/openapi.json", true),
-            ("/admin", true),
-            ("/nowhere", true),
-            ("/health", false),
-            ("/health/live", false),
-            ("/health/ready", false),
-            ("/metrics", false),
-        ] {
-            for m in [Get, Post] {
-                assert_eq!(route(&m, p, Some(&a)).is_limited(), limited, "{m} {p}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_route_is_reached_by_its_own_path_so_none_shadows_another() {
-        let a = admin();
-        for (i, r) in ROUTES.iter().enumerate() {
-            let path = match r.path {
-                Path::Api(pattern) => pattern.text.replace("{id}", "1"),
-                Path::Admin => "/admin/".to_owned(),
-            };
-            let found = route(&r.methods[0].0, &path, Some(&a));
-            assert_eq!(found.route, u8::try_from(i).ok(), "{path}");
-        }
+        let r = |m: Method, p: &str| TABLE.route(&m, p, Some(&a));
+        assert!(r(Get, "/ping").is_immediate() && !r(Get, "/ping").is_limited());
+        assert!(!r(Post, "/ping").is_immediate(), "a 405 waits");
+        assert!(!r(Get, "/things").is_immediate() && r(Get, "/things").is_limited());
+        assert!(!r(Get, "/nowhere").is_immediate() && r(Get, "/nowhere").is_limited());
     }
 
     #[test]
     fn a_route_survives_the_trip_through_a_note() {
         let a = admin();
-        let long = format!("/users/{}", "x".repeat(100_000));
+        let long = format!("/things/{}", "x".repeat(100_000));
         for (m, p) in [
-            (Get, "/users/42"),
-            (Delete, "/users"),
+            (Get, "/things/42"),
+            (Delete, "/things"),
             (Get, "/admin/admin.css"),
-            (Post, "/users/1/x"),
+            (Post, "/things/1/x"),
             (Get, "/nowhere"),
             (Get, long.as_str()),
         ] {
-            let r = route(&m, p, Some(&a));
-            let back = Routed::from_note(r.to_note().unwrap());
+            let r = TABLE.route(&m, p, Some(&a));
+            let back = TABLE.from_note(r.to_note().unwrap());
             assert_eq!(back, r, "{m} {p}");
             assert_eq!(back.capture(p), r.capture(p));
         }

@@ -13,8 +13,8 @@ use crate::error::ApiError;
 use crate::http::client_addr::{Cidr, client_addr};
 use crate::http::{Handler, Method, Note, Refusal, Request, Response, request_id};
 use crate::rate_limit::RateLimiter;
-use crate::router::{self, AdminPath, Routed};
-use crate::routes::{self, Ctx};
+use crate::router::AdminPath;
+use crate::routes::{self, Ctx, ROUTES, Routed};
 
 pub struct Service {
     pub ctx: Ctx,
@@ -67,7 +67,7 @@ impl Handler for Service {
         self.route(req).to_note()
     }
 
-    /// The routes of [`router::Lane::Connection`].
+    /// The routes of [`crate::router::Lane::Connection`].
     fn is_immediate(&self, req: &Request) -> bool {
         self.route(req).is_immediate()
     }
@@ -77,7 +77,7 @@ impl Handler for Service {
     fn refused(&self, refusal: &Refusal<'_>) {
         let (method, pattern) = match refusal.request {
             Some(req) => (&req.method, self.route(req).label()),
-            None => (&Method::Other(String::new()), router::UNMATCHED),
+            None => (&Method::Other(String::new()), ROUTES.unmatched()),
         };
         self.ctx
             .metrics
@@ -210,8 +210,8 @@ impl Service {
     /// not come through it (a test's), a fresh look-up.
     fn route(&self, req: &Request) -> Routed {
         match req.note {
-            Some(note) => Routed::from_note(note),
-            None => router::route(&req.method, &req.path, self.admin_path.as_ref()),
+            Some(note) => ROUTES.from_note(note),
+            None => ROUTES.route(&req.method, &req.path, self.admin_path.as_ref()),
         }
     }
 
@@ -367,7 +367,7 @@ mod tests {
         Service {
             ctx: Ctx {
                 db: Db::new(&config.db),
-                metrics: Metrics::new("test"),
+                metrics: Metrics::new("test", ROUTES.labels()),
                 keys: None,
                 max_body_bytes: 100,
                 require_if_match: false,

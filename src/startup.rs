@@ -15,7 +15,7 @@ use crate::error_chain::chain;
 use crate::http::server::{self, Server, Stopper};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::routes::Ctx;
+use crate::routes::{Ctx, ROUTES};
 use crate::service::Service;
 use crate::systemd;
 
@@ -145,7 +145,7 @@ impl App {
         let service = Service {
             ctx: Ctx {
                 db,
-                metrics: Metrics::new(VERSION),
+                metrics: Metrics::new(VERSION, ROUTES.labels()),
                 keys: config.api_keys.clone(),
                 max_body_bytes: config.server.max_body_bytes,
                 require_if_match: config.require_if_match,

@@ -27,6 +27,7 @@ use crate::http::server::ServerConfig;
 use crate::keys::{KeySet, KeyStore};
 use crate::rate_limit::RateLimit;
 use crate::router::AdminPath;
+use crate::routes::ROUTES;
 use env::Env;
 pub use env::Secret;
 use settings::{
@@ -239,10 +240,12 @@ fn rate_limit(env: &Env<'_>) -> Result<Option<RateLimit>, ConfigError> {
 
 /// Unset means the default `/admin`; `off` turns the console off (an empty value counts
 /// as unset here as everywhere, so it cannot be the way to turn it off).
+/// SECURITY: the path is checked against the service's own route table, which the
+/// unauthenticated console must never shadow; hence config's one import of `routes`.
 fn admin_path(value: String) -> Result<Option<AdminPath>, ConfigError> {
     match value.trim() {
         v if v.eq_ignore_ascii_case("off") => Ok(None),
-        v => AdminPath::parse(v)
+        v => AdminPath::parse(v, &ROUTES)
             .map(Some)
             .map_err(|e| err(ADMIN_PATH.name, e)),
     }

@@ -5,15 +5,15 @@ use std::time::SystemTime;
 use log::warn;
 use serde_json::json;
 
-use super::{Ctx, json};
+use super::{Args, Ctx, json};
 use crate::clock::rfc3339_micros;
 use crate::error::ApiError;
 use crate::error_chain::chain;
-use crate::http::{RETRY_AFTER_SECS, Response};
+use crate::http::{RETRY_AFTER_SECS, Request, Response};
 
 /// `/health` and `/health/ready`: 200 when a pooled connection answers, else 503 with the
 /// health object itself as the body.
-pub fn ready(ctx: &Ctx) -> Result<Response, ApiError> {
+pub fn ready(ctx: &Ctx, _: &Request, _: Args<'_>) -> Result<Response, ApiError> {
     let now = rfc3339_micros(SystemTime::now());
     match ctx.db.ping() {
         Ok(()) => json(
@@ -29,7 +29,7 @@ pub fn ready(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 /// `/health/live`: 200 while the process serves.
-pub fn live() -> Result<Response, ApiError> {
+pub fn live(_: &Ctx, _: &Request, _: Args<'_>) -> Result<Response, ApiError> {
     let now = rfc3339_micros(SystemTime::now());
     json(200, &json!({"status": "alive", "timestamp": now}))
 }

@@ -2,9 +2,9 @@
 
 use std::sync::OnceLock;
 
-use super::Ctx;
+use super::{Args, Ctx};
 use crate::error::ApiError;
-use crate::http::Response;
+use crate::http::{Request, Response};
 use crate::metrics::Metrics;
 
 /// The OpenAPI document, embedded at build time. Its `info.version` is a placeholder: the
@@ -25,7 +25,7 @@ fn document() -> &'static [u8] {
     })
 }
 
-pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
+pub fn metrics(ctx: &Ctx, _: &Request, _: Args<'_>) -> Result<Response, ApiError> {
     let mut text = ctx.metrics.render(ctx.db.stats(), ctx.db.replica_stats());
     if let Some(store) = &ctx.keys {
         let keys = store.current();
@@ -36,14 +36,15 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
         .with_body(text.into_bytes()))
 }
 
-pub fn openapi() -> Result<Response, ApiError> {
+pub fn openapi(_: &Ctx, _: &Request, _: Args<'_>) -> Result<Response, ApiError> {
     Ok(Response::json_bytes(200, document().to_vec()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::{OPENAPI, document};
-    use crate::router::{Path, ROUTES};
+    use crate::router::Path;
+    use crate::routes::ROUTES;
 
     #[test]
     fn the_served_document_carries_the_packages_version() {
@@ -70,6 +71,7 @@ mod tests {
             .collect();
         // The admin console is not part of the API.
         let mut known: Vec<(String, String)> = ROUTES
+            .routes()
             .iter()
             .filter_map(|r| match r.path {
                 Path::Api(pattern) => Some((pattern.text, r.methods)),

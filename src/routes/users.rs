@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Ctx, idempotent, json, json_sized};
+use super::{Args, Ctx, idempotent, json, json_sized};
 use crate::db::users::{self, Guarded};
 use crate::db::{Access, DbError, Session};
 use crate::domain::{ListQuery, NewUser, User, UserId, UserPatch, UserView, Version};
@@ -20,16 +20,17 @@ const NO_USER: ApiError = ApiError::NotFound("user");
 /// keyed write can store it (or roll back on an error) in the same transaction.
 type Answer = Result<Response, ApiError>;
 
-pub fn create(ctx: &Ctx, req: &Request, caller: Option<&str>) -> Answer {
+pub fn create(ctx: &Ctx, req: &Request, args: Args<'_>) -> Answer {
     let new = NewUser::try_from(body::json_object(req, ctx.max_body_bytes)?)?;
-    write(ctx, req, caller, |c| {
+    write(ctx, req, args.caller, |c| {
         let user = users::insert(c, &new)?;
         Ok(with_etag(json(201, &user), &user)
             .map(|r| r.with_header("Location", format!("/user/{}", user.id))))
     })
 }
 
-pub fn get(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
+pub fn get(ctx: &Ctx, req: &Request, args: Args<'_>) -> Answer {
+    let id = args.user_id()?;
     let unless = precondition::if_none_match(req)?;
     let user = ctx.db.find(|c| users::get(c, id))?.ok_or(NO_USER)?;
     let token = Version::of(&user).token();
@@ -39,12 +40,14 @@ pub fn get(ctx: &Ctx, req: &Request, id: UserId) -> Answer {
     Ok(json(200, &user)?.with_header("ETag", EntityTag::strong(token)))
 }
 
-pub fn replace(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
-    change::<NewUser>(ctx, req, caller, id, users::replace, users::replace_if)
+pub fn replace(ctx: &Ctx, req: &Request, args: Args<'_>) -> Answer {
+    let id = args.user_id()?;
+    change::<NewUser>(ctx, req, args.caller, id, users::replace, users::replace_if)
 }
 
-pub fn patch(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
-    change::<UserPatch>(ctx, req, caller, id, users::patch, users::patch_if)
+pub fn patch(ctx: &Ctx, req: &Request, args: Args<'_>) -> Answer {
+    let id = args.user_id()?;
+    change::<UserPatch>(ctx, req, args.caller, id, users::patch, users::patch_if)
 }
 
 /// A change written whatever the user's version ([`users::replace`], [`users::patch`]).
@@ -72,9 +75,10 @@ fn change<T: TryFrom<body::JsonObject, Error = ApiError>>(
     })
 }
 
-pub fn delete(ctx: &Ctx, req: &Request, caller: Option<&str>, id: UserId) -> Answer {
+pub fn delete(ctx: &Ctx, req: &Request, args: Args<'_>) -> Answer {
+    let id = args.user_id()?;
     let versions = if_match(ctx, req)?;
-    write(ctx, req, caller, |c| {
+    write(ctx, req, args.caller, |c| {
         let deleted = match &versions {
             None => users::delete(c, id)?,
             Some(v) => match users::delete_if(c, id, v)? {
@@ -150,7 +154,7 @@ struct Page<'a> {
 /// A page carries no ETag: a tag that notices every change to any user on it (deletes
 /// and inserts included) would cost hashing the page or a second query; clients
 /// revalidate single users instead (docs/API.md).
-pub fn list(ctx: &Ctx, req: &Request) -> Answer {
+pub fn list(ctx: &Ctx, req: &Request, _: Args<'_>) -> Answer {
     let q = ListQuery::parse(req.query.as_deref(), ctx.max_list_offset)?;
     let page = ctx.db.run(Access::Read, |c| users::list(c, &q))?;
     let users = page.users()?;
