@@ -187,7 +187,7 @@ impl Exchanges {
     /// edge-triggered readiness nothing will be reported again.
     pub(crate) fn drive(&mut self, i: usize, hup: bool, now: Instant) {
         let Some(conn) = self.table.get(i) else {
-            return self.table.mark_away_readable(i);
+            return self.table.mark_away_readable(i, hup);
         };
         conn.hup |= hup;
         match conn.stage {
@@ -575,10 +575,10 @@ impl Exchanges {
             return self.close(i);
         }
         conn.deadline = now + self.settings.timeouts.write;
-        if self.table.give_back(i, conn) {
-            if let Some(conn) = self.table.get(i) {
-                conn.maybe_readable = true;
-            }
+        let seen = self.table.give_back(i, conn);
+        if let Some(conn) = self.table.get(i) {
+            conn.maybe_readable |= seen.readable;
+            conn.hup |= seen.hup;
         }
         self.drive_write(i, now);
     }

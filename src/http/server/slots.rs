@@ -15,11 +15,21 @@ enum Slot<C> {
         next: Option<usize>,
     },
     Here(C),
-    /// At a worker; the slot (and so the token) stays reserved until it comes back.
-    /// `readable`: readiness was reported meanwhile.
-    Away {
-        readable: bool,
-    },
+    /// At a worker; the slot (and so the token) stays reserved until it comes back,
+    /// with what was reported for it meanwhile.
+    Away(Seen),
+}
+
+/// Readiness reported for a connection while it was away at a worker. Readiness is edge
+/// triggered, so it is reported once: a client that sends the rest of its request and
+/// closes while its connection is away is not told of again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// Input arrived.
+    pub(crate) readable: bool,
+    /// The client's FIN (or an error) came with it: read on to the end of the stream,
+    /// or the close is never noticed and the connection holds its slot until a timeout.
+    pub(crate) hup: bool,
 }
 
 /// What the table keeps of a slot whatever its state.
@@ -133,7 +143,7 @@ impl<C> Slots<C> {
     pub(crate) fn lend(&mut self, i: usize) -> Option<C> {
         match self.slots.get_mut(i) {
             Some(slot @ Slot::Here(_)) => {
-                match std::mem::replace(slot, Slot::Away { readable: false }) {
+                match std::mem::replace(slot, Slot::Away(Seen::default())) {
                     Slot::Here(conn) => Some(conn),
                     _ => None,
                 }
@@ -142,23 +152,25 @@ impl<C> Slots<C> {
         }
     }
 
-    /// Puts a lent connection back in its slot; returns whether readiness was reported
-    /// for it while it was away. A connection whose slot was freed meanwhile is dropped.
-    pub(crate) fn give_back(&mut self, i: usize, conn: C) -> bool {
+    /// Puts a lent connection back in its slot; returns what was reported for it while
+    /// it was away. A connection whose slot was freed meanwhile is dropped.
+    pub(crate) fn give_back(&mut self, i: usize, conn: C) -> Seen {
         match self.slots.get_mut(i) {
-            Some(slot @ Slot::Away { .. }) => {
-                let readable = matches!(slot, Slot::Away { readable: true });
-                *slot = Slot::Here(conn);
-                readable
+            Some(Slot::Away(seen)) => {
+                let seen = *seen;
+                self.slots[i] = Slot::Here(conn);
+                seen
             }
-            _ => false,
+            _ => Seen::default(),
         }
     }
 
-    /// Notes readiness reported for a connection that is away at a worker.
-    pub(crate) fn mark_away_readable(&mut self, i: usize) {
-        if let Some(Slot::Away { readable }) = self.slots.get_mut(i) {
-            *readable = true;
+    /// Notes readiness reported for a connection that is away at a worker; `hup`: the
+    /// client's FIN came with it.
+    pub(crate) fn mark_away_readable(&mut self, i: usize, hup: bool) {
+        if let Some(Slot::Away(seen)) = self.slots.get_mut(i) {
+            seen.readable = true;
+            seen.hup |= hup;
         }
     }
 
@@ -314,11 +326,32 @@ mod tests {
         assert!(slots.get(a).is_none(), "away, not here");
         assert!(slots.lend(a).is_none());
         assert_eq!(slots.insert(fake("b"), A), 1, "an away slot is not free");
-        slots.mark_away_readable(a);
-        assert!(slots.give_back(a, conn));
+        slots.mark_away_readable(a, false);
+        let readable = Seen {
+            readable: true,
+            hup: false,
+        };
+        assert_eq!(slots.give_back(a, conn), readable);
         assert_eq!(slots.peek(a).map(|c| c.name), Some("a"));
         let conn = slots.lend(a).unwrap();
-        assert!(!slots.give_back(a, conn), "no readiness this time");
+        assert_eq!(
+            slots.give_back(a, conn),
+            Seen::default(),
+            "no readiness this time"
+        );
+    }
+
+    #[test]
+    fn a_close_reported_while_away_comes_back_with_the_connection() {
+        let mut slots = Slots::default();
+        let a = slots.insert(fake("a"), A);
+        let conn = slots.lend(a).unwrap();
+        // The rest of a request, then the client's FIN: two reports, the last with hup.
+        slots.mark_away_readable(a, false);
+        slots.mark_away_readable(a, true);
+        slots.mark_away_readable(a, false);
+        let seen = slots.give_back(a, conn);
+        assert!(seen.readable && seen.hup, "{seen:?}");
     }
 
     #[test]
@@ -327,7 +360,7 @@ mod tests {
         let a = slots.insert(fake("a"), A);
         let conn = slots.lend(a).unwrap();
         slots.remove(a);
-        assert!(!slots.give_back(a, conn));
+        assert_eq!(slots.give_back(a, conn), Seen::default());
         assert!(slots.peek(a).is_none());
         assert_eq!(slots.live(), 0);
     }
