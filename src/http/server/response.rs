@@ -41,14 +41,51 @@ const OWNED: [&str; 6] = [
 
 /// Appends the serialised response to `out`.
 pub(crate) fn append(out: &mut Vec<u8>, resp: &Response, framing: Framing) {
-    let status = resp.status;
-    // 1xx, 204 and 304 never carry a body (RFC 9112 §6.3), so they get no length either.
-    let bodiless = status < 200 || status == 204 || status == 304;
-    let send_body = !bodiless && !framing.head_only;
-    let mut len_buf = itoa_buf();
-    let len_text = format_usize(resp.body.len(), &mut len_buf);
-
+    let send_body = sends_body(resp.status, framing);
     out.reserve(160 + resp.headers.len() * 48 + if send_body { resp.body.len() } else { 0 });
+    append_head(out, resp, resp.body.len(), framing);
+    if send_body {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// Bodies this long are not copied into the connection's buffer (see [`append_owned`]).
+const BODY_KEPT_IN_PLACE: usize = 4 * 1024;
+
+/// As [`append`], taking the response. When nothing is queued before it and its body is
+/// large (a page of users), the head goes in front of the body inside the body's own
+/// buffer, which then becomes `out`: the body is not allocated a second time and copied
+/// over, only moved up by the head's length within its spare capacity.
+pub(crate) fn append_owned(out: &mut Vec<u8>, mut resp: Response, framing: Framing) {
+    if !out.is_empty() || resp.body.len() < BODY_KEPT_IN_PLACE || !sends_body(resp.status, framing)
+    {
+        return append(out, &resp, framing);
+    }
+    let mut body = std::mem::take(&mut resp.body);
+    let mut head = Vec::with_capacity(160 + resp.headers.len() * 48);
+    append_head(&mut head, &resp, body.len(), framing);
+    body.splice(0..0, head);
+    *out = body;
+}
+
+/// 1xx, 204 and 304 never carry a body (RFC 9112 §6.3), and a HEAD's answer sends none.
+fn sends_body(status: u16, framing: Framing) -> bool {
+    !is_bodiless(status) && !framing.head_only
+}
+
+fn is_bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+/// The status line and headers, through the blank line; `body_len` is what
+/// `Content-Length` says (also when the body is not sent, as for HEAD).
+fn append_head(out: &mut Vec<u8>, resp: &Response, body_len: usize, framing: Framing) {
+    let status = resp.status;
+    // Bodiless statuses get no length either.
+    let bodiless = is_bodiless(status);
+    let mut len_buf = itoa_buf();
+    let len_text = format_usize(body_len, &mut len_buf);
+
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status_buf = itoa_buf();
     out.extend_from_slice(format_usize(usize::from(status), &mut status_buf));
@@ -83,9 +120,6 @@ pub(crate) fn append(out: &mut Vec<u8>, resp: &Response, framing: Framing) {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if send_body {
-        out.extend_from_slice(&resp.body);
-    }
 }
 
 /// The interim response to `Expect: 100-continue`.
@@ -149,6 +183,56 @@ mod tests {
     fn header_lines(text: &str) -> Vec<&str> {
         let head = text.split("\r\n\r\n").next().unwrap();
         head.split("\r\n").skip(1).collect()
+    }
+
+    /// The same bytes but for `Date`, which may tick between two renderings.
+    fn without_date(bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        text.split("\r\n")
+            .filter(|l| !l.starts_with("Date: "))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    #[test]
+    fn an_owned_response_is_written_byte_for_byte_as_a_borrowed_one() {
+        let head_only = Framing {
+            head_only: true,
+            ..KEEP
+        };
+        for len in [0, 10, BODY_KEPT_IN_PLACE - 1, BODY_KEPT_IN_PLACE, 100_000] {
+            for status in [200, 204, 404] {
+                for framing in [KEEP, Framing::CLOSE, head_only] {
+                    for queued in [&b""[..], b"HTTP/1.1 200 OK\r\n\r\n"] {
+                        let resp = Response::new(status)
+                            .with_header("Content-Type", "application/json")
+                            .with_body(vec![b'x'; len]);
+                        let mut borrowed = queued.to_vec();
+                        append(&mut borrowed, &resp, framing);
+                        let mut owned = queued.to_vec();
+                        append_owned(&mut owned, resp, framing);
+                        assert_eq!(
+                            without_date(&owned),
+                            without_date(&borrowed),
+                            "{len} bytes, {status}, {framing:?}, {} queued",
+                            queued.len()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_body_becomes_the_connections_buffer_instead_of_being_copied_into_it() {
+        let mut body = Vec::with_capacity(20_000);
+        body.resize(16_000, b'x');
+        let at = body.as_ptr();
+        let mut out = Vec::new();
+        append_owned(&mut out, Response::new(200).with_body(body), KEEP);
+        assert_eq!(out.as_ptr(), at);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(out.ends_with(&[b'x'; 16_000]));
     }
 
     #[test]

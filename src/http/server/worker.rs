@@ -103,7 +103,7 @@ pub(crate) fn respond(
         close,
         announce_keep_alive: announce_keep_alive && !close,
     };
-    response::append(&mut conn.out, &resp, framing);
+    response::append_owned(&mut conn.out, resp, framing);
     let after = if close {
         After::Close
     } else {
