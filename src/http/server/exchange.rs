@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -21,6 +20,7 @@ use super::Stopper;
 use super::accept;
 use super::connection::{After, Connection, Gone, Stage};
 use super::deadlines::{self, Expiry, Timeouts};
+use super::handoff::JobSender;
 use super::parse::Limits;
 use super::reader::{Phase, Ready, Step};
 use super::response::{self, Framing};
@@ -61,7 +61,7 @@ pub(crate) struct Exchanges {
     /// Body bytes that connections here or away may hold, reserved when a body starts
     /// and released when its request is done: what `body_budget` limits.
     body_reserved: usize,
-    jobs: SyncSender<Job>,
+    jobs: JobSender<Job>,
     /// For requests it answers itself (`Handler::is_immediate`) and for telling it of
     /// the layer's own answers (`Handler::refused`).
     handler: Arc<dyn Handler>,
@@ -82,7 +82,7 @@ impl Exchanges {
     pub(crate) fn new(
         registry: Registry,
         settings: Settings,
-        jobs: SyncSender<Job>,
+        jobs: JobSender<Job>,
         handler: Arc<dyn Handler>,
         stopper: Stopper,
         https: Option<Arc<Https>>,
@@ -421,7 +421,7 @@ impl Exchanges {
         };
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+            Err(job) => {
                 let head_only = job.ready.head_only;
                 self.handler.refused(&Refusal {
                     status: 503,
@@ -646,12 +646,12 @@ mod tests {
 
     use std::io::{Read, Write};
     use std::sync::Mutex;
-    use std::sync::mpsc::{self, Receiver};
 
     use mio::{Events, Poll};
 
     use super::*;
     use crate::http::Request;
+    use crate::http::server::handoff::{self, JobReceiver};
 
     const S: Duration = Duration::from_secs(1);
 
@@ -681,7 +681,7 @@ mod tests {
     struct Rig {
         poll: Poll,
         exchanges: Exchanges,
-        jobs: Receiver<Job>,
+        jobs: JobReceiver<Job>,
         probe: Arc<Probe>,
         client: std::net::TcpStream,
         start: Instant,
@@ -691,7 +691,7 @@ mod tests {
     /// `queue_depth`.
     fn rig(queue_depth: usize) -> Rig {
         let poll = Poll::new().unwrap();
-        let (job_tx, jobs) = mpsc::sync_channel(queue_depth);
+        let (job_tx, jobs) = handoff::jobs(queue_depth);
         let probe = Arc::new(Probe::default());
         let config = super::super::ServerConfig::default();
         let settings = Settings {
@@ -770,7 +770,7 @@ mod tests {
     fn head_past_its_deadline_is_answered_408_and_reported_once() {
         let mut rig = rig(4);
         rig.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n");
-        assert!(rig.jobs.try_recv().is_err());
+        assert!(rig.jobs.try_recv().is_none());
         let before = rig.start + 10 * S - Duration::from_millis(1);
         assert!(rig.exchanges.expire(before).is_some());
         assert!(rig.refused().is_empty(), "not yet");
@@ -803,7 +803,7 @@ mod tests {
     fn immediate_request_is_answered_here_and_the_connection_kept() {
         let mut rig = rig(4);
         rig.send(b"GET /now HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert!(rig.jobs.try_recv().is_err(), "no worker involved");
+        assert!(rig.jobs.try_recv().is_none(), "no worker involved");
         assert!(rig.exchanges.has_answered());
         rig.exchanges.flush_answered(rig.start);
         assert!(!rig.exchanges.has_answered());

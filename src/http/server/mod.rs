@@ -21,6 +21,7 @@ mod connection;
 mod date;
 mod deadlines;
 mod exchange;
+mod handoff;
 mod parse;
 mod reactor;
 mod reader;
@@ -34,7 +35,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -248,12 +249,11 @@ impl Server {
             https,
             ..
         } = self;
-        let (job_tx, job_rx) = mpsc::sync_channel(config.queue_depth);
-        let (back_tx, back_rx) = mpsc::channel();
+        let (job_tx, job_rx) = handoff::jobs(config.queue_depth);
+        let (back_tx, back_rx) = handoff::returns(waker);
         let (exit_tx, exit_rx) = mpsc::channel::<()>();
         let shared = Arc::new(worker::Shared {
-            jobs: Mutex::new(job_rx),
-            waker,
+            jobs: job_rx,
             handler: Arc::clone(&handler),
             stopper: stopper.clone(),
         });

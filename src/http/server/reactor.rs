@@ -3,14 +3,13 @@
 //!
 //! This is the event loop only. It wires the parts: [`accept`] says when to accept and
 //! what the caps allow, [`exchange`](super::exchange) drives each connection through
-//! its request and response, [`deadlines`] says when to look for timeouts, and the
-//! workers' returns come back over a channel. A graceful stop closes the listener and
-//! the idle connections, and ends the loop once the rest are done or the drain
-//! deadline passes.
+//! its request and response, [`deadlines`] says when to look for timeouts, and
+//! [`handoff`](super::handoff) carries requests to the workers and their connections
+//! back. A graceful stop closes the listener and the idle connections, and ends the
+//! loop once the rest are done or the drain deadline passes.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -19,6 +18,7 @@ use mio::{Events, Poll, Token};
 use super::accept::{Admission, Caps, Intake};
 use super::deadlines::{Sweeps, Timeouts};
 use super::exchange::{Exchanges, Settings};
+use super::handoff::{JobSender, ReturnReceiver};
 use super::parse::Limits;
 use super::worker::{Job, Returned};
 use super::{ServerConfig, Stopper};
@@ -42,7 +42,9 @@ pub(crate) struct Reactor {
     exchanges: Exchanges,
     sweeps: Sweeps,
     shutdown_timeout: Duration,
-    returned: Receiver<Returned>,
+    returned: ReturnReceiver<Returned>,
+    /// The returns taken this turn (kept to reuse its allocation).
+    taken: Vec<Returned>,
     stopper: Stopper,
     /// Set once a graceful stop began: the time by which `run` returns.
     drain_deadline: Option<Instant>,
@@ -55,7 +57,7 @@ impl Reactor {
         poll: Poll,
         listener: TcpListener,
         config: &ServerConfig,
-        (jobs, returned): (SyncSender<Job>, Receiver<Returned>),
+        (jobs, returned): (JobSender<Job>, ReturnReceiver<Returned>),
         handler: Arc<dyn Handler>,
         stopper: Stopper,
         https: Option<Arc<Https>>,
@@ -93,6 +95,7 @@ impl Reactor {
             sweeps: Sweeps::new(&timeouts, Instant::now()),
             shutdown_timeout: config.shutdown_timeout,
             returned,
+            taken: Vec::new(),
             stopper,
             drain_deadline: None,
         })
@@ -123,7 +126,8 @@ impl Reactor {
                     (Token(i), hup) => self.exchanges.drive(i, hup, now),
                 }
             }
-            while let Ok(returned) = self.returned.try_recv() {
+            self.returned.take_all(&mut self.taken);
+            for returned in self.taken.drain(..) {
                 self.exchanges.take_back(returned, now);
             }
             self.exchanges.flush_answered(now);

@@ -5,15 +5,15 @@
 //! slow reader's remaining bytes go back to the reactor, so no client can hold a worker.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use mio::{Token, Waker};
+use mio::Token;
 
 use crate::http::{Handler, Request, Response, request_id};
 
 use super::Stopper;
 use super::connection::{After, Connection, Stage};
+use super::handoff::{JobReceiver, ReturnSender};
 use super::reader::Ready;
 use super::response::{self, Framing};
 
@@ -34,43 +34,27 @@ pub(crate) struct Returned {
 
 /// What every worker shares.
 pub(crate) struct Shared {
-    pub jobs: Mutex<Receiver<Job>>,
-    pub waker: Arc<Waker>,
+    pub jobs: JobReceiver<Job>,
     pub handler: Arc<dyn Handler>,
     /// Once a graceful stop began, every response closes its connection.
     pub stopper: Stopper,
 }
 
 /// The body of one worker thread; returns when the reactor drops the job queue.
-pub(crate) fn run(shared: &Shared, back: &Sender<Returned>) {
-    loop {
-        // Holding the lock while blocked is the point: one idle worker waits in `recv`,
-        // the rest wait for the lock, and each job goes to exactly one of them.
-        let job = shared
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv();
-        let Ok(Job {
-            token,
-            mut conn,
-            ready,
-        }) = job
-        else {
-            return;
-        };
+pub(crate) fn run(shared: &Shared, back: &ReturnSender<Returned>) {
+    while let Some(Job {
+        token,
+        mut conn,
+        ready,
+    }) = shared.jobs.recv()
+    {
         let broken = serve(shared, &mut conn, *ready);
-        if back
-            .send(Returned {
-                token,
-                conn,
-                broken,
-            })
-            .is_ok()
-        {
-            // A failed wake means the reactor is gone; the send above then failed too.
-            let _ = shared.waker.wake();
-        }
+        // Refused only once the reactor is gone: the connection then closes here.
+        let _ = back.send(Returned {
+            token,
+            conn,
+            broken,
+        });
     }
 }
 
@@ -146,6 +130,7 @@ fn internal_error(id: String) -> Response {
 mod tests {
     use super::*;
     use crate::http::Method;
+    use std::sync::Mutex;
 
     #[test]
     fn handler_answer_is_500_when_the_handler_panics() {
