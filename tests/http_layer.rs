@@ -885,11 +885,7 @@ fn emfile_child_server() {
         return;
     }
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let _ = simplelog::WriteLogger::init(
-        log::LevelFilter::Warn,
-        simplelog::Config::default(),
-        std::io::stderr(),
-    );
+    let _ = user_api::telemetry::init(log::LevelFilter::Warn, None);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = Server::new(listener, ServerConfig::default(), Arc::new(echo)).unwrap();
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;

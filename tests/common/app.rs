@@ -103,8 +103,7 @@ fn init_test_logger() {
             return;
         };
         let level = level.parse().unwrap_or(log::LevelFilter::Info);
-        let _ =
-            simplelog::WriteLogger::init(level, simplelog::Config::default(), std::io::stderr());
+        let _ = user_api::telemetry::init(level, None);
     });
 }
 
