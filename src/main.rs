@@ -16,13 +16,6 @@ use user_api::{App, Config, shutdown, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let code = run();
-    // The logger may hold back the last lines for a moment (telemetry::init).
-    log::logger().flush();
-    code
-}
-
-fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(c) => c,
@@ -76,8 +69,6 @@ fn print(text: &str) -> ExitCode {
 }
 
 fn fail(code: u8, msg: &str) -> ExitCode {
-    // After what the logger holds back, in order.
-    log::logger().flush();
     eprintln!("user-api: {msg}");
     ExitCode::from(code)
 }
