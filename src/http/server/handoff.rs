@@ -2,11 +2,14 @@
 //! and the way back (workers → reactor).
 //!
 //! Both are built to cost as few wake-ups as possible, since a request crosses each once.
-//! `std::sync::mpsc` behind a mutex cost three futex calls per request: the job's wake,
-//! and the mutex handed on to a second worker woken only to block again in `recv`. Here
-//! a job wakes one worker, and only when one is idle; a busy worker takes the next job
-//! without sleeping. On the way back, only the first connection returned since the
-//! reactor last looked wakes it: the rest ride on that wake.
+//! `std::sync::mpsc` behind a mutex handed the mutex on to a second worker with each job,
+//! woken only to block again in `recv`, and every returned connection wrote the reactor's
+//! eventfd. Here a job wakes one worker, and only when one is idle; a busy worker takes
+//! the next job without sleeping. On the way back, only the first connection returned
+//! since the reactor last looked wakes it: the rest ride on that wake. One client at a
+//! time (`strace -c`, 2 000 `GET`s): futex calls per request 4.3 -> 2.0, all syscalls
+//! 11.9 -> 9.6. Under `wrk -c64` (`perf stat`): eventfd writes 1.00 -> 0.07, while futex
+//! calls went 0.33 -> 1.52, as the old queue's receivers spun before they slept.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
