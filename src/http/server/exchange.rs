@@ -335,37 +335,38 @@ impl Exchanges {
         let Some(conn) = self.table.get(i) else {
             return false;
         };
-        let Some(pending) = conn.reader.pending_request_mut() else {
-            return true;
-        };
-        pending.note = self.handler.note(pending);
-        let mut request = pending.clone();
         let peer = conn.peer;
-        request.peer = Some(peer);
         let bound = conn.reader.body_bound(self.settings.limits.max_body_bytes);
         // What of a declared body is yet to come is drained after a refusal.
-        let unread = match request.header("content-length") {
-            Some(_) => u64::try_from(bound.saturating_sub(conn.buf.len())).unwrap_or(0),
-            None => 0,
+        let unread = u64::try_from(bound.saturating_sub(conn.buf.len())).unwrap_or(0);
+        // Checked where the reader keeps it: a copy of its head cost a `POST` more than
+        // the checks themselves.
+        let Some(request) = conn.reader.pending_request_mut() else {
+            return true;
         };
+        request.note = self.handler.note(request);
+        request.peer = Some(peer);
+        let unread = request.header("content-length").map_or(0, |_| unread);
         let head_only = request.method == Method::Head;
-        if let Some(resp) = self.handler.refuse_head(&request) {
-            self.refuse_head(i, &resp, head_only, unread, now);
-            return false;
-        }
-        if self.body_reserved + bound > self.settings.body_budget {
-            if self.should_log_refusal(now) {
-                log::warn!(
-                    "request bodies in progress fill their budget of {} bytes: answering 503",
-                    self.settings.body_budget
-                );
+        let refusal = match self.handler.refuse_head(request) {
+            Some(resp) => Some(resp),
+            None if self.body_reserved + bound > self.settings.body_budget => {
+                if log_due(&mut self.last_refusal_log, now) {
+                    log::warn!(
+                        "request bodies in progress fill their budget of {} bytes: answering 503",
+                        self.settings.body_budget
+                    );
+                }
+                self.handler.refused(&Refusal {
+                    status: 503,
+                    peer,
+                    request: Some(request),
+                });
+                Some(response::layer_error(503, "the server is busy; try again"))
             }
-            self.handler.refused(&Refusal {
-                status: 503,
-                peer,
-                request: Some(&request),
-            });
-            let resp = response::layer_error(503, "the server is busy; try again");
+            None => None,
+        };
+        if let Some(resp) = refusal {
             self.refuse_head(i, &resp, head_only, unread, now);
             return false;
         }
@@ -584,13 +585,7 @@ impl Exchanges {
     }
 
     fn should_log_refusal(&mut self, now: Instant) -> bool {
-        let due = self
-            .last_refusal_log
-            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
-        if due {
-            self.last_refusal_log = Some(now);
-        }
-        due
+        log_due(&mut self.last_refusal_log, now)
     }
 
     /// A graceful stop began, to end by `deadline`: closes every connection that has no
@@ -632,6 +627,16 @@ impl Exchanges {
         }
         left
     }
+}
+
+/// Whether a refusal is to be logged now (at most one line per `LOG_EVERY`), noting it
+/// as logged if so.
+fn log_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
+    if due {
+        *last = Some(now);
+    }
+    due
 }
 
 /// Whether a connection has no request under way: just accepted, or between requests.
