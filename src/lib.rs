@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod router;
 pub mod routes;
 pub mod service;
+mod short_copy;
 pub mod shutdown;
 pub mod startup;
 pub mod systemd;

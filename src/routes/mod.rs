@@ -29,6 +29,7 @@ use crate::http::{Request, Response};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::router::{self, AdminAsset, Outcome};
+use crate::short_copy;
 
 /// What handlers share: the pool, the metrics, the API keys and the request limits.
 pub struct Ctx {
@@ -116,6 +117,7 @@ fn json<T: Serialize>(status: u16, value: &T) -> Result<Response, ApiError> {
 /// that grew from serde_json's 128 bytes reallocated (and copied) nine times.
 fn json_sized<T: Serialize>(status: u16, value: &T, capacity: usize) -> Result<Response, ApiError> {
     let mut body = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut body, value).map_err(ApiError::internal)?;
+    // Each key and string value is a short piece: see `short_copy`.
+    serde_json::to_writer(short_copy::Writer(&mut body), value).map_err(ApiError::internal)?;
     Ok(Response::json_bytes(status, body))
 }

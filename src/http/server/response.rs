@@ -5,6 +5,7 @@
 //! `Transfer-Encoding`, `Date` and `Server` are always ours, whatever a handler set.
 
 use crate::http::{Response, reason, request_id};
+use crate::short_copy::extend;
 
 use super::date;
 
@@ -88,9 +89,9 @@ fn append_head(out: &mut Vec<u8>, resp: &Response, body_len: usize, framing: Fra
 
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status_buf = itoa_buf();
-    out.extend_from_slice(format_usize(usize::from(status), &mut status_buf));
+    extend(out, format_usize(usize::from(status), &mut status_buf));
     out.push(b' ');
-    out.extend_from_slice(reason(status).as_bytes());
+    extend(out, reason(status).as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
     date::append_now(out);
     out.extend_from_slice(b"\r\nServer: user-api\r\n");
@@ -104,14 +105,14 @@ fn append_head(out: &mut Vec<u8>, resp: &Response, body_len: usize, framing: Fra
             log::warn!("dropping response header {name:?}: invalid name or value");
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
+        extend(out, name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        extend(out, value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !bodiless {
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(len_text);
+        extend(out, len_text);
         out.extend_from_slice(b"\r\n");
     }
     if framing.close {
