@@ -159,7 +159,7 @@ impl Exchanges {
 
     /// Over a connection cap: a fast canned 503 and close, never a silent hang.
     pub(crate) fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant, why: &str) {
-        if self.should_log_refusal(now) {
+        if log_due(&mut self.last_refusal_log, now) {
             log::warn!("{why}: answering 503");
         }
         self.handler.refused(&Refusal {
@@ -337,8 +337,7 @@ impl Exchanges {
         };
         let peer = conn.peer;
         let bound = conn.reader.body_bound(self.settings.limits.max_body_bytes);
-        // What of a declared body is yet to come is drained after a refusal.
-        let unread = u64::try_from(bound.saturating_sub(conn.buf.len())).unwrap_or(0);
+        let buffered = conn.buf.len();
         // Checked where the reader keeps it: a copy of its head cost a `POST` more than
         // the checks themselves.
         let Some(request) = conn.reader.pending_request_mut() else {
@@ -346,7 +345,11 @@ impl Exchanges {
         };
         request.note = self.handler.note(request);
         request.peer = Some(peer);
-        let unread = request.header("content-length").map_or(0, |_| unread);
+        // What of a declared body is yet to come is drained after a refusal.
+        let unread = match request.header("content-length") {
+            Some(_) => u64::try_from(bound.saturating_sub(buffered)).unwrap_or(0),
+            None => 0,
+        };
         let head_only = request.method == Method::Head;
         let refusal = match self.handler.refuse_head(request) {
             Some(resp) => Some(resp),
@@ -430,7 +433,7 @@ impl Exchanges {
                     request: Some(&job.ready.request),
                 });
                 self.table.give_back(i, job.conn);
-                if self.should_log_refusal(now) {
+                if log_due(&mut self.last_refusal_log, now) {
                     log::warn!("all workers busy and the queue is full: answering 503");
                 }
                 self.answer_layer_error(i, 503, "the server is busy; try again", head_only, now);
@@ -582,10 +585,6 @@ impl Exchanges {
             conn.hup |= seen.hup;
         }
         self.drive_write(i, now);
-    }
-
-    fn should_log_refusal(&mut self, now: Instant) -> bool {
-        log_due(&mut self.last_refusal_log, now)
     }
 
     /// A graceful stop began, to end by `deadline`: closes every connection that has no
