@@ -12,7 +12,7 @@
 //! query:
 //!
 //! - `session`: one thread per connection, each on `user_api::db::Session` as a worker
-//!   uses it (tokio-postgres polled on a current-thread runtime per connection, a
+//!   uses it (tokio-postgres polled on the calling thread, `poll(2)` between passes, a
 //!   deadline per query, prepared statements);
 //! - `blocking`: one thread per connection on a plain blocking socket, speaking the
 //!   extended protocol directly (Bind, Execute, Sync; read until ReadyForQuery): the

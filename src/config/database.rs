@@ -186,8 +186,8 @@ fn tune(
     statement_timeout_ms: u64,
     channel_binding: Option<ChannelBinding>,
 ) {
-    // A literal IP skips the resolver thread tokio-postgres starts for every new
-    // connection to a host name.
+    // A literal IP skips the resolver thread every new connection to a host name starts
+    // (`db::socket`).
     let ips: Vec<_> = pg
         .get_hosts()
         .iter()

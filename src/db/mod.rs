@@ -4,6 +4,7 @@
 pub mod idempotency;
 pub mod migrate;
 mod session;
+mod socket;
 pub mod tls;
 pub mod users;
 
@@ -340,7 +341,7 @@ fn is_connection_failure(e: &DbError) -> bool {
             let io = e.code().is_none() && e.source().is_some_and(|s| s.is::<std::io::Error>());
             e.is_closed() || io || is_session_ended(e)
         }
-        DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Runtime(_) => true,
+        DbError::Lost(_) | DbError::Stale(_) | DbError::TimedOut(_) | DbError::Connect(_) => true,
         // No connection was had, so none is suspect (and nothing ran).
         DbError::Pool(_) => false,
     }
@@ -358,7 +359,7 @@ fn is_session_ended(e: &tokio_postgres::Error) -> bool {
 /// A pooled connection and the suspicion generation it was last known good at.
 ///
 /// The session is boxed because r2d2 moves a connection by value on every checkout and
-/// return, and a session (driver buffers, runtime, statements) is about 1.6 KB: copying
+/// return, and a session (driver buffers, statements) is over a kilobyte: copying
 /// it cost a `POST` some 2 000 instructions (callgrind), a pointer costs nothing.
 pub struct Conn {
     session: Box<Session>,

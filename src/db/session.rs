@@ -4,33 +4,35 @@
 //! hangs while its kernel still acknowledges every packet (a stopped process, a stuck
 //! host) holds the calling thread for as long as it hangs, and `statement_timeout` cannot
 //! help because nothing on that side runs. So we drive `tokio-postgres` (what `postgres`
-//! wraps) ourselves, the same way: a current-thread runtime per connection, entered only
-//! while a statement runs, polling the connection and the statement together. Every statement is bounded by `DB_QUERY_TIMEOUT_MS`; past it
-//! the session is broken and the pool drops it, which closes the socket.
+//! wraps) ourselves, on the calling thread and with no runtime: the connection and the
+//! statement are polled together, and between passes the thread waits for the socket
+//! with `poll(2)` (`socket::Socket::wait`). Every statement is bounded by
+//! `DB_QUERY_TIMEOUT_MS`; past it the session is broken and the pool drops it, which
+//! closes the socket.
 //!
 //! Each session also keeps the statements it prepared (unless the cache is off, for a
 //! pooler that cannot follow named statements): PostgreSQL then parses and plans a
 //! statement once per connection instead of once per request.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
+use std::io;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::runtime::Runtime;
+use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::error::Severity;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{
-    AsyncMessage, Client, Connection, Row, SimpleQueryMessage, Socket, Statement,
-};
+use tokio_postgres::{AsyncMessage, Client, Connection, Row, SimpleQueryMessage, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Endpoint;
+use super::socket::{self, Socket};
 
 /// Whether a session prepares each statement once and reuses it (`DB_STATEMENT_CACHE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +62,10 @@ pub enum DbError {
     Stale(Option<tokio_postgres::Error>),
     /// No answer within the deadline. What the statement did is unknown.
     TimedOut(Duration),
-    /// The connection's runtime could not be started (out of descriptors or threads).
-    Runtime(std::io::Error),
+    /// No connection could be opened (refused, unreachable, a name that does not
+    /// resolve, a server that is not the kind `target_session_attrs` asks for), or the
+    /// socket could not be waited on.
+    Connect(io::Error),
     /// No pooled connection freed up (or could be opened) within `DB_POOL_TIMEOUT_MS`.
     Pool(r2d2::Error),
 }
@@ -97,7 +101,7 @@ impl DbError {
             DbError::Lost(_)
             | DbError::Stale(_)
             | DbError::TimedOut(_)
-            | DbError::Runtime(_)
+            | DbError::Connect(_)
             | DbError::Pool(_) => Kind::Unavailable,
         }
     }
@@ -143,7 +147,7 @@ impl fmt::Display for DbError {
             DbError::Lost(_) => f.write_str("the connection to the database was lost"),
             DbError::Stale(_) => f.write_str("the pooled connection to the database was dead"),
             DbError::TimedOut(d) => write!(f, "the database did not answer within {d:?}"),
-            DbError::Runtime(e) => write!(f, "could not start a connection's runtime: {e}"),
+            DbError::Connect(e) => write!(f, "could not connect to the database: {e}"),
             DbError::Pool(e) => e.fmt(f),
         }
     }
@@ -156,7 +160,7 @@ impl std::error::Error for DbError {
             DbError::Pg(e) => e.source(),
             DbError::Lost(e) | DbError::Stale(Some(e)) => Some(e),
             DbError::Stale(None) | DbError::TimedOut(_) => None,
-            DbError::Runtime(e) => Some(e),
+            DbError::Connect(e) => Some(e),
             // Our Display is r2d2's.
             DbError::Pool(e) => e.source(),
         }
@@ -255,13 +259,11 @@ async fn run_prepared(
     }
 }
 
-/// The connection's socket side, the runtime that runs it, and the deadline it enforces.
-/// Kept apart from the client so that a statement can borrow the client while the driver
-/// awaits it.
+/// The connection's socket side and the deadline it enforces. Kept apart from the
+/// client so that a statement can borrow the client while the driver polls it.
 struct Driver {
     connection: Connection<Socket, TlsStream>,
-    /// Always `Some` until dropped (see `Drop`).
-    runtime: Option<Runtime>,
+    socket: Socket,
     deadline: Duration,
     /// Timed out, or the connection failed or ended: never to be used again.
     broken: bool,
@@ -279,47 +281,64 @@ impl Driver {
         deadline: Duration,
         statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
-        let (false, Some(runtime)) = (self.broken, &self.runtime) else {
-            // Nothing would drive the connection: fail now, not at the deadline.
+        if self.broken {
+            // Nothing would answer: fail now, not at the deadline.
             return Err(DbError::Stale(None));
-        };
-        let connection = &mut self.connection;
-        let broken = &mut self.broken;
-        let wakeup = &self.wakeup;
-        let waker = &self.waker;
+        }
+        let until = Instant::now() + deadline;
+        let Driver {
+            connection,
+            socket,
+            broken,
+            wakeup,
+            waker,
+            ..
+        } = self;
         let mut statement = pin!(statement);
         // The statement sends nothing until it is first polled.
         let mut sent = false;
-        let both = poll_fn(|outer| {
-            wakeup.pass_on_to(outer.waker());
-            let mut cx = Context::from_waker(waker);
-            for _ in 0..PASSES {
-                wakeup.start_pass();
-                let result = pass(connection, broken, &mut sent, statement.as_mut(), &mut cx);
-                if result.is_ready() || !wakeup.end_pass() {
-                    return result;
-                }
-            }
-            // Still asking for more (the runtime's budget for one poll may be spent): let
-            // the runtime poll again.
-            outer.waker().wake_by_ref();
-            Poll::Pending
+        let outcome = drive(socket, wakeup, waker, until, |cx| {
+            pass(connection, broken, &mut sent, statement.as_mut(), cx)
         });
-        match runtime.block_on(async { tokio::time::timeout(deadline, both).await }) {
-            Ok(result) => result,
-            Err(_) => {
+        match outcome {
+            Ok(Some(result)) => result,
+            Ok(None) => {
                 // The reply may still come, and would then answer the next statement:
                 // this connection is done.
                 self.broken = true;
                 Err(DbError::TimedOut(deadline))
             }
+            Err(e) => {
+                self.broken = true;
+                Err(DbError::Connect(e))
+            }
         }
     }
 }
 
-/// Passes over the connection and the statement before handing control back to the
-/// runtime, when each pass woke the next (see `Wakeup`).
-const PASSES: usize = 4;
+/// Polls `step` until it is ready: again at once when a pass woke something (the
+/// statement handing its request to the connection), else once the socket is ready.
+/// `Ok(None)` when `until` comes first.
+fn drive<T>(
+    socket: &Socket,
+    wakeup: &Wakeup,
+    waker: &Waker,
+    until: Instant,
+    mut step: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> io::Result<Option<T>> {
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(v) = step(&mut cx) {
+            return Ok(Some(v));
+        }
+        if wakeup.0.swap(false, Ordering::Relaxed) {
+            continue;
+        }
+        if !socket.wait(until)? {
+            return Ok(None);
+        }
+    }
+}
 
 /// One pass: the connection takes in what the server sent (and sends what is queued),
 /// then the statement moves on.
@@ -366,38 +385,11 @@ fn pass<T>(
     })
 }
 
-/// The waker the connection and the statement see. The statement hands its request to
-/// the connection through a channel, which wakes the connection's task: with the
-/// runtime's own waker that costs an eventfd write and an extra `epoll_wait` per
-/// statement before the request is even sent. A wake-up that comes while we poll asks
-/// for one more pass instead; one that comes from the runtime (the socket became
-/// readable) is passed on to the runtime's waker, as before.
+/// The waker the connection and the statement see. Nothing runs them but `drive`, so a
+/// wake-up only means "pass again before waiting": the statement handed its request to
+/// the connection through a channel, which wakes the connection's side.
 #[derive(Default)]
-struct Wakeup {
-    polling: AtomicBool,
-    again: AtomicBool,
-    outer: Mutex<Option<Waker>>,
-}
-
-impl Wakeup {
-    fn pass_on_to(&self, waker: &Waker) {
-        let mut outer = self.outer.lock().unwrap_or_else(PoisonError::into_inner);
-        if !outer.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *outer = Some(waker.clone());
-        }
-    }
-
-    fn start_pass(&self) {
-        self.again.store(false, Ordering::Relaxed);
-        self.polling.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the pass asked for another.
-    fn end_pass(&self) -> bool {
-        self.polling.store(false, Ordering::Relaxed);
-        self.again.load(Ordering::Relaxed)
-    }
-}
+struct Wakeup(AtomicBool);
 
 impl Wake for Wakeup {
     fn wake(self: Arc<Self>) {
@@ -405,27 +397,7 @@ impl Wake for Wakeup {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // The runtime is current-thread and only runs while we poll or park in
-        // `block`: a wake-up during a pass comes from that pass.
-        if self.polling.load(Ordering::Relaxed) {
-            self.again.store(true, Ordering::Relaxed);
-        } else if let Some(w) = self
-            .outer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            w.wake_by_ref();
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // Without waiting for blocking tasks: a host name's resolver may be stuck.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -436,42 +408,119 @@ fn is_fatal(e: &tokio_postgres::Error) -> bool {
 
 impl Session {
     /// Opens a connection: the TCP connect, authentication and start-up, all within
-    /// `deadline`, which then bounds each statement too.
+    /// `deadline`, which then bounds each statement too. With several hosts, each is
+    /// tried in turn (as tokio-postgres' own `connect` would), until one is of the kind
+    /// `target_session_attrs` asks for; the last failure is returned.
     pub fn connect(
         endpoint: &Endpoint,
         deadline: Duration,
         cache: StatementCache,
     ) -> Result<Session, DbError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(DbError::Runtime)?;
-        let connect = endpoint.pg.connect(endpoint.tls.make());
-        let connected = runtime.block_on(async { tokio::time::timeout(deadline, connect).await });
-        let (client, connection) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(DbError::Pg(e)),
-            Err(_) => {
-                // Without waiting for blocking tasks: the resolver may be what hangs.
-                runtime.shutdown_background();
-                return Err(DbError::TimedOut(deadline));
+        let until = Instant::now() + deadline;
+        let pg = &endpoint.pg;
+        let mut last = DbError::Connect(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no host to connect to",
+        ));
+        for host in socket::hosts(pg) {
+            let addrs = match host.addresses(pg, until) {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = DbError::Connect(e);
+                    continue;
+                }
+            };
+            for addr in addrs {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(DbError::TimedOut(deadline));
+                }
+                let per_host = pg.get_connect_timeout().map_or(left, |t| left.min(*t));
+                let attempt = socket::open(&addr, per_host, pg)
+                    .map_err(DbError::Connect)
+                    .and_then(|s| {
+                        Session::start(endpoint, s, host.hostname.as_deref(), until, deadline)
+                    })
+                    .and_then(|session| session.with_cache(cache).check_kind(pg));
+                match attempt {
+                    Ok(session) => return Ok(session),
+                    Err(DbError::TimedOut(d)) => return Err(DbError::TimedOut(d)),
+                    Err(e) => last = e,
+                }
             }
-        };
+        }
+        Err(last)
+    }
+
+    /// TLS (when negotiated), authentication and start-up on a connected socket.
+    fn start(
+        endpoint: &Endpoint,
+        socket: Socket,
+        hostname: Option<&str>,
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<Session, DbError> {
+        let mut make = endpoint.tls.make();
+        let tls = <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
+            &mut make,
+            hostname.unwrap_or(""),
+        )
+        .map_err(|e| DbError::Connect(io::Error::other(e)))?;
         let wakeup = Arc::new(Wakeup::default());
-        let driver = Driver {
-            connection,
-            runtime: Some(runtime),
-            deadline,
-            broken: false,
-            waker: Waker::from(Arc::clone(&wakeup)),
-            wakeup,
+        let waker = Waker::from(Arc::clone(&wakeup));
+        let mut connect = pin!(endpoint.pg.connect_raw(socket.clone(), tls));
+        let (client, connection) = match drive(&socket, &wakeup, &waker, until, |cx| {
+            connect.as_mut().poll(cx)
+        }) {
+            Ok(Some(Ok(pair))) => pair,
+            Ok(Some(Err(e))) => return Err(DbError::Pg(e)),
+            Ok(None) => return Err(DbError::TimedOut(deadline)),
+            Err(e) => return Err(DbError::Connect(e)),
         };
-        let statements = (cache == StatementCache::On).then(Statements::default);
         Ok(Session {
             client,
-            driver,
-            statements,
+            driver: Driver {
+                connection,
+                socket,
+                deadline,
+                broken: false,
+                wakeup,
+                waker,
+            },
+            statements: None,
         })
+    }
+
+    fn with_cache(mut self, cache: StatementCache) -> Session {
+        self.statements = (cache == StatementCache::On).then(Statements::default);
+        self
+    }
+
+    /// Whether the server is what `target_session_attrs` asks for (`read-write`: a
+    /// primary, `read-only`: a standby), asked as tokio-postgres asks it.
+    fn check_kind(mut self, pg: &tokio_postgres::Config) -> Result<Session, DbError> {
+        let wanted = pg.get_target_session_attrs();
+        if wanted == TargetSessionAttrs::Any {
+            return Ok(self);
+        }
+        let read_only = self
+            .simple_query("SHOW transaction_read_only")?
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+        match (wanted, read_only) {
+            (TargetSessionAttrs::ReadWrite, Some(true)) => Err(DbError::Connect(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "database does not allow writes",
+            ))),
+            (TargetSessionAttrs::ReadOnly, Some(false)) => Err(DbError::Connect(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "database is not read only",
+            ))),
+            _ => Ok(self),
+        }
     }
 
     /// Runs `sql` with `params`, within one deadline whether or not it must be prepared
@@ -563,44 +612,84 @@ mod tests {
 
     use super::*;
 
-    /// Counts the wake-ups it is given.
-    #[derive(Default)]
-    struct Counter(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
+    /// A socket connected to a listener on this machine, and the peer's end.
+    fn socket_pair() -> (Socket, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = socket::Addr::Tcp(listener.local_addr().unwrap());
+        let ours = socket::open(
+            &addr,
+            Duration::from_secs(5),
+            &tokio_postgres::Config::new(),
+        )
+        .unwrap();
+        (ours, listener.accept().unwrap().0)
     }
 
     #[test]
-    fn a_wake_up_during_a_pass_asks_for_another_pass_and_does_not_reach_the_runtime() {
-        let runtime = Arc::new(Counter::default());
+    fn a_wake_up_during_a_pass_means_another_pass_without_waiting() {
+        let (socket, _peer) = socket_pair();
         let wakeup = Arc::new(Wakeup::default());
-        wakeup.pass_on_to(&Waker::from(Arc::clone(&runtime)));
         let waker = Waker::from(Arc::clone(&wakeup));
+        let mut passes = 0;
+        let started = Instant::now();
 
-        wakeup.start_pass();
-        waker.wake_by_ref();
-        let again = wakeup.end_pass();
+        let done = drive(
+            &socket,
+            &wakeup,
+            &waker,
+            started + Duration::from_secs(10),
+            |cx| {
+                passes += 1;
+                if passes == 1 {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready("done")
+                }
+            },
+        );
 
-        assert!(again);
-        assert_eq!(runtime.0.load(Ordering::Relaxed), 0);
+        assert_eq!(done.unwrap(), Some("done"));
+        assert_eq!(passes, 2);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
-    fn a_wake_up_between_passes_reaches_the_runtime() {
-        let runtime = Arc::new(Counter::default());
+    fn without_a_wake_up_the_pass_waits_for_the_socket_until_the_deadline() {
+        let (socket, mut peer) = socket_pair();
         let wakeup = Arc::new(Wakeup::default());
-        wakeup.pass_on_to(&Waker::from(Arc::clone(&runtime)));
         let waker = Waker::from(Arc::clone(&wakeup));
+        let (mut passes, limit) = (0, Duration::from_millis(200));
 
-        wakeup.start_pass();
-        let again = wakeup.end_pass();
-        waker.wake_by_ref();
+        let started = Instant::now();
+        let nothing = drive(&socket, &wakeup, &waker, started + limit, |_| {
+            passes += 1;
+            Poll::<()>::Pending
+        });
+        assert_eq!(nothing.unwrap(), None, "nothing came");
+        assert!(started.elapsed() >= limit);
+        assert_eq!(passes, 1, "one pass, then a wait");
 
-        assert!(!again);
-        assert_eq!(runtime.0.load(Ordering::Relaxed), 1);
+        // Bytes from the peer end the wait at once.
+        std::io::Write::write_all(&mut peer, b"x").unwrap();
+        passes = 0;
+        let started = Instant::now();
+        let woken = drive(
+            &socket,
+            &wakeup,
+            &waker,
+            started + Duration::from_secs(10),
+            |_| {
+                passes += 1;
+                if passes == 2 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            },
+        );
+        assert_eq!(woken.unwrap(), Some(()));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -271,12 +271,16 @@ fn database_errors_become_409_503_or_500_by_their_sqlstate() {
     let got = seen_driver(ended.batch_execute("SELECT 1"), "closed");
     cases.push(("a closed connection", got, expect(None, 503)));
 
-    // No server at all: an I/O error, no SQLSTATE.
+    // No server at all: an I/O error, no SQLSTATE. The session opens its socket itself,
+    // so no driver error is inside.
     let r = session(&format!("postgres://a:b@127.0.0.1:{}/x", free_port()));
     cases.push((
         "a refused connection",
         seen(r, "refused"),
-        expect(None, 503),
+        Seen {
+            driver_status: None,
+            ..expect(None, 503)
+        },
     ));
 
     // The driver's own error with no SQLSTATE and no I/O cause: our bug, not an outage.
@@ -347,8 +351,8 @@ fn connection_failures_the_pool_reports_are_503s() {
         ),
         ("a stale connection", DbError::Stale(None)),
         (
-            "no runtime",
-            DbError::Runtime(std::io::Error::other("no threads")),
+            "no connection",
+            DbError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
         ),
     ] {
         let e = ApiError::from(e);
