@@ -391,6 +391,15 @@ fn pass<T>(
 #[derive(Default)]
 struct Wakeup(AtomicBool);
 
+impl Wakeup {
+    /// A wake-up flag and the waker that sets it.
+    fn new() -> (Arc<Wakeup>, Waker) {
+        let wakeup = Arc::new(Wakeup::default());
+        let waker = Waker::from(Arc::clone(&wakeup));
+        (wakeup, waker)
+    }
+}
+
 impl Wake for Wakeup {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -439,9 +448,16 @@ impl Session {
                 let attempt = socket::open(&addr, per_host, pg)
                     .map_err(DbError::Connect)
                     .and_then(|s| {
-                        Session::start(endpoint, s, host.hostname.as_deref(), until, deadline)
+                        Session::start(
+                            endpoint,
+                            s,
+                            host.hostname.as_deref(),
+                            until,
+                            deadline,
+                            cache,
+                        )
                     })
-                    .and_then(|session| session.with_cache(cache).check_kind(pg));
+                    .and_then(|session| session.check_kind(pg));
                 match attempt {
                     Ok(session) => return Ok(session),
                     Err(DbError::TimedOut(d)) => return Err(DbError::TimedOut(d)),
@@ -459,6 +475,7 @@ impl Session {
         hostname: Option<&str>,
         until: Instant,
         deadline: Duration,
+        cache: StatementCache,
     ) -> Result<Session, DbError> {
         let mut make = endpoint.tls.make();
         let tls = <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
@@ -466,8 +483,7 @@ impl Session {
             hostname.unwrap_or(""),
         )
         .map_err(|e| DbError::Connect(io::Error::other(e)))?;
-        let wakeup = Arc::new(Wakeup::default());
-        let waker = Waker::from(Arc::clone(&wakeup));
+        let (wakeup, waker) = Wakeup::new();
         let mut connect = pin!(endpoint.pg.connect_raw(socket.clone(), tls));
         let (client, connection) = match drive(&socket, &wakeup, &waker, until, |cx| {
             connect.as_mut().poll(cx)
@@ -487,13 +503,8 @@ impl Session {
                 wakeup,
                 waker,
             },
-            statements: None,
+            statements: (cache == StatementCache::On).then(Statements::default),
         })
-    }
-
-    fn with_cache(mut self, cache: StatementCache) -> Session {
-        self.statements = (cache == StatementCache::On).then(Statements::default);
-        self
     }
 
     /// Whether the server is what `target_session_attrs` asks for (`read-write`: a
@@ -628,8 +639,7 @@ mod tests {
     #[test]
     fn a_wake_up_during_a_pass_means_another_pass_without_waiting() {
         let (socket, _peer) = socket_pair();
-        let wakeup = Arc::new(Wakeup::default());
-        let waker = Waker::from(Arc::clone(&wakeup));
+        let (wakeup, waker) = Wakeup::new();
         let mut passes = 0;
         let started = Instant::now();
 
@@ -657,8 +667,7 @@ mod tests {
     #[test]
     fn without_a_wake_up_the_pass_waits_for_the_socket_until_the_deadline() {
         let (socket, mut peer) = socket_pair();
-        let wakeup = Arc::new(Wakeup::default());
-        let waker = Waker::from(Arc::clone(&wakeup));
+        let (wakeup, waker) = Wakeup::new();
         let (mut passes, limit) = (0, Duration::from_millis(200));
 
         let started = Instant::now();

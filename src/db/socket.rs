@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -65,6 +65,13 @@ impl Stream {
         }
     }
 
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
     fn shutdown(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
@@ -95,11 +102,8 @@ impl Socket {
                 return Ok(false);
             }
             let timeout = Timespec::try_from(left).map_err(|_| io::ErrorKind::InvalidInput)?;
-            let ready = match &self.0.stream {
-                Stream::Tcp(s) => poll(&mut [PollFd::new(s, flags)], Some(&timeout)),
-                Stream::Unix(s) => poll(&mut [PollFd::new(s, flags)], Some(&timeout)),
-            };
-            match ready {
+            let mut fds = [PollFd::from_borrowed_fd(self.0.stream.fd(), flags)];
+            match poll(&mut fds, Some(&timeout)) {
                 // Readable, writable, hung up or failed: the next read or write says which.
                 Ok(n) if n > 0 => {
                     self.0.readable.store(true, Ordering::Relaxed);
@@ -315,5 +319,85 @@ fn shuffle<T>(items: &mut [T]) {
         let Ok(r) = getrandom::u64() else { return };
         let j = usize::try_from(r % (i as u64 + 1)).unwrap_or(0);
         items.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn places(url: &str) -> Vec<(String, u16, Option<String>)> {
+        let pg: tokio_postgres::Config = url.parse().unwrap();
+        hosts(&pg)
+            .into_iter()
+            .map(|h| {
+                let place = match h.place {
+                    Place::Ip(ip) => format!("ip {ip}"),
+                    Place::Name(n) => format!("name {n}"),
+                    Place::Unix(d) => format!("unix {}", d.display()),
+                };
+                (place, h.port, h.hostname)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hosts_are_tried_in_order_with_their_own_ports_and_hostaddr_before_the_name() {
+        let name = |n: &str| Some(n.to_owned());
+        assert_eq!(
+            places("postgres://u@pg-1:5433,pg-2:5434/db"),
+            [
+                ("name pg-1".to_owned(), 5433, name("pg-1")),
+                ("name pg-2".to_owned(), 5434, name("pg-2")),
+            ]
+        );
+        // A hostaddr is where to connect; the host name is still what TLS checks.
+        assert_eq!(
+            places("host=db hostaddr=10.0.0.7 port=6432 user=u"),
+            [("ip 10.0.0.7".to_owned(), 6432, name("db"))]
+        );
+        assert_eq!(
+            places("host=/run/postgresql user=u"),
+            [("unix /run/postgresql".to_owned(), 5432, None)]
+        );
+    }
+
+    #[test]
+    fn a_unix_host_is_its_directory_and_the_ports_socket_file() {
+        let pg: tokio_postgres::Config = "host=/run/postgresql port=5433 user=u".parse().unwrap();
+        let addrs = hosts(&pg)[0].addresses(&pg, Instant::now()).unwrap();
+        let want = std::path::Path::new("/run/postgresql/.s.PGSQL.5433");
+        assert!(matches!(&addrs[..], [Addr::Unix(p)] if p.as_path() == want));
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_an_error_by_the_deadline() {
+        let started = Instant::now();
+        let r = resolve(
+            "no-such-host.invalid",
+            5432,
+            started + Duration::from_secs(3),
+        );
+        assert!(r.is_err(), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_refused_connect_is_an_error_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = Addr::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+        let r = open(
+            &addr,
+            Duration::from_secs(5),
+            &tokio_postgres::Config::new(),
+        );
+        assert_eq!(
+            r.err().map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
     }
 }
