@@ -962,3 +962,39 @@ proptest! {
         c.assert_closed();
     }
 }
+
+/// The scheduling policy of the thread that calls it: field 41 of its `stat`.
+fn this_threads_policy() -> String {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read our stat");
+    // Fields are counted from the pid; the command name (field 2) may hold spaces.
+    let after_name = stat.rsplit_once(')').expect("a command name").1;
+    after_name
+        .split_whitespace()
+        .nth(41 - 3)
+        .expect("field 41")
+        .to_owned()
+}
+
+#[test]
+fn handlers_run_under_sched_batch_and_immediate_answers_under_the_normal_policy() {
+    // The handler tells which policy its thread runs under: a worker's for `/`, the
+    // reactor's for `/live`.
+    struct Policy;
+    impl Handler for Policy {
+        fn handle(&self, _req: Request) -> Response {
+            Response::json_bytes(200, this_threads_policy().into_bytes())
+        }
+        fn is_immediate(&self, req: &Request) -> bool {
+            req.path == "/live"
+        }
+    }
+    let server = TestServer::start(quick_config(), Policy);
+    let mut client = server.client();
+    const SCHED_OTHER: &str = "0";
+    const SCHED_BATCH: &str = "3";
+
+    client.send(GET);
+    assert_eq!(client.response().text().trim(), SCHED_BATCH, "a worker");
+    client.send("GET /live HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.response().text().trim(), SCHED_OTHER, "the reactor");
+}

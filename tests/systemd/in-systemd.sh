@@ -48,6 +48,18 @@ grep -q ' / / ro,' "/proc/$pid/mountinfo" || fail "/ is not read-only for the se
 [ ! -r /proc/$pid/environ ] || ! grep -qa "$password" "/proc/$pid/environ" || fail "the password is in the environment"
 say "DynamicUser uid $uid ($(show user-api.service User)), no capabilities, NoNewPrivs, seccomp, read-only /, password not in the environment"
 
+# --- the workers' scheduling policy (src/http/server/sched.rs) gets through the filter ------------
+workers=0
+for task in /proc/$pid/task/*; do
+	case "$(cat "$task/comm")" in http-worker-*) ;; *) continue ;; esac
+	# field 41 of stat; the fields after the command name start at field 3
+	policy="$(sed 's/.*) //' "$task/stat" | awk '{print $39}')"
+	[ "$policy" = 3 ] || fail "$(cat "$task/comm") runs under policy $policy, not SCHED_BATCH (3)"
+	workers=$((workers + 1))
+done
+[ "$workers" -gt 0 ] || fail "no http-worker thread found"
+say "$workers worker threads under SCHED_BATCH"
+
 # --- it works through all that: the README's examples ----------------------------------------------
 body="$(curl -s --max-time 10 -X POST http://127.0.0.1:5000/user -H 'Content-Type: application/json' \
 	-d '{"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}')"

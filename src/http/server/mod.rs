@@ -26,6 +26,7 @@ mod parse;
 mod reactor;
 mod reader;
 mod response;
+mod sched;
 mod slots;
 mod transport;
 mod worker;
@@ -266,6 +267,13 @@ impl Server {
                 .name(format!("http-worker-{n}"))
                 .spawn(move || {
                     let _exited = exited;
+                    // Only the first worker tells: they all fail alike.
+                    match sched::batch_this_thread() {
+                        Err(e) if n == 0 => log::info!(
+                            "workers keep the normal scheduling policy (SCHED_BATCH: {e})"
+                        ),
+                        _ => {}
+                    }
                     worker::run(&shared, &back);
                 })?;
         }
