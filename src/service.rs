@@ -265,13 +265,13 @@ fn access_line(
     key: Option<&str>,
 ) {
     info!(
-        "{} \"{} {}\" {} {} {:.3}ms id={} key={}",
+        "{} \"{} {}\" {} {} {}ms id={} key={}",
         OrDash(client),
         Clipped(req.method.as_str()),
         Target(req),
         resp.status,
         resp.body.len(),
-        took.as_secs_f64() * 1000.0,
+        Millis(took),
         OrDash(resp.header("x-request-id")),
         OrDash(key),
     );
@@ -283,6 +283,10 @@ struct Clipped<'a>(&'a str);
 
 impl fmt::Display for Clipped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The usual case, a known method, needs no escaping.
+        if self.0.len() <= 32 && plain(self.0) {
+            return f.write_str(self.0);
+        }
         for c in self.0.chars().take(32) {
             fmt::Display::fmt(&c.escape_debug(), f)?;
         }
@@ -290,6 +294,23 @@ impl fmt::Display for Clipped<'_> {
             f.write_str("...")?;
         }
         Ok(())
+    }
+}
+
+/// Whether `s` is logged as it is: printable ASCII, no quote or backslash to escape.
+fn plain(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// A duration as milliseconds with three decimals, rounded to the microsecond, in
+/// integers: float formatting was a visible part of an access line's cost.
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = (self.0.as_nanos() + 500) / 1000;
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
 
@@ -322,10 +343,6 @@ struct Target<'a>(&'a Request);
 impl fmt::Display for Target<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (path, query) = (&self.0.path, self.0.query.as_deref().unwrap_or(""));
-        let plain = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        };
         // The usual case, a short printable target, needs no escaping.
         if path.len() + query.len() < 256 && plain(path) && plain(query) {
             f.write_str(path)?;
@@ -511,6 +528,17 @@ mod tests {
         assert_eq!(Target(&r).to_string(), "/user/1?a=\\\"x\\\"\\n");
         let long = get(&format!("/{}", "é".repeat(300)));
         assert_eq!(Target(&long).to_string().chars().count(), 256);
+    }
+
+    #[test]
+    fn access_duration_is_milliseconds_rounded_to_the_microsecond() {
+        let shown = |nanos| Millis(Duration::from_nanos(nanos)).to_string();
+        assert_eq!(shown(0), "0.000");
+        assert_eq!(shown(499), "0.000");
+        assert_eq!(shown(500), "0.001");
+        assert_eq!(shown(1_234_567), "1.235");
+        assert_eq!(shown(12_000_000), "12.000");
+        assert_eq!(shown(999_999_999), "1000.000");
     }
 
     #[test]
