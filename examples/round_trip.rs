@@ -12,8 +12,8 @@
 //! query:
 //!
 //! - `session`: one thread per connection, each on `user_api::db::Session` as a worker
-//!   uses it (tokio-postgres polled on the calling thread, `poll(2)` between passes, a
-//!   deadline per query, prepared statements);
+//!   uses it (tokio-postgres polled on the calling thread, the wait for each answer
+//!   inside a read bounded by the deadline, prepared statements);
 //! - `blocking`: one thread per connection on a plain blocking socket, speaking the
 //!   extended protocol directly (Bind, Execute, Sync; read until ReadyForQuery): the
 //!   least a thread that waits for each answer can cost, with no async runtime at all;

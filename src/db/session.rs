@@ -328,7 +328,9 @@ fn drive<T>(
 ) -> io::Result<Option<T>> {
     let mut cx = Context::from_waker(waker);
     loop {
-        if let Poll::Ready(v) = step(&mut cx) {
+        let step = step(&mut cx);
+        socket.end_pass();
+        if let Poll::Ready(v) = step {
             return Ok(Some(v));
         }
         if wakeup.0.swap(false, Ordering::Relaxed) {
@@ -493,6 +495,7 @@ impl Session {
             Ok(None) => return Err(DbError::TimedOut(deadline)),
             Err(e) => return Err(DbError::Connect(e)),
         };
+        socket.set_read_deadline(deadline);
         Ok(Session {
             client,
             driver: Driver {
@@ -607,6 +610,7 @@ impl Session {
 
     /// Sets the deadline of each later statement, returning the one it replaces.
     pub fn set_deadline(&mut self, deadline: Duration) -> Duration {
+        self.driver.socket.set_read_deadline(deadline);
         std::mem::replace(&mut self.driver.deadline, deadline)
     }
 
