@@ -146,8 +146,9 @@ impl Socket {
     /// next read instead: the kernel then wakes the thread with the answer already read,
     /// one system call where `poll(2)` and a read are two. A statement's first wait
     /// qualifies, as the read deadline is the session's statement deadline. The read
-    /// gives up a tick before `until` at the latest (`receive_timeout`); the next `wait`
-    /// then has too little time left to qualify, and polls for the rest.
+    /// gives up a tick before `until` at the latest (`receive_timeout`), and a later
+    /// `wait` with less time left polls for the rest (with a deadline of a few ticks,
+    /// another such read may fit first, and it too ends before `until`).
     pub fn wait(&self, until: Instant) -> io::Result<bool> {
         let mut flags = PollFlags::IN;
         if self.0.blocked_write.load(Ordering::Relaxed) {
