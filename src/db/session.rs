@@ -627,22 +627,9 @@ mod tests {
 
     use super::*;
 
-    /// A socket connected to a listener on this machine, and the peer's end.
-    fn socket_pair() -> (Socket, std::net::TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = socket::Addr::Tcp(listener.local_addr().unwrap());
-        let ours = socket::open(
-            &addr,
-            Duration::from_secs(5),
-            &tokio_postgres::Config::new(),
-        )
-        .unwrap();
-        (ours, listener.accept().unwrap().0)
-    }
-
     #[test]
     fn a_wake_up_during_a_pass_means_another_pass_without_waiting() {
-        let (socket, _peer) = socket_pair();
+        let (socket, _peer) = socket::tests::pair();
         let (wakeup, waker) = Wakeup::new();
         let mut passes = 0;
         let started = Instant::now();
@@ -670,7 +657,7 @@ mod tests {
 
     #[test]
     fn without_a_wake_up_the_pass_waits_for_the_socket_until_the_deadline() {
-        let (socket, mut peer) = socket_pair();
+        let (socket, mut peer) = socket::tests::pair();
         let (wakeup, waker) = Wakeup::new();
         let (mut passes, limit) = (0, Duration::from_millis(200));
 

@@ -393,7 +393,7 @@ fn shuffle<T>(items: &mut [T]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn places(url: &str) -> Vec<(String, u16, Option<String>)> {
@@ -452,8 +452,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
-    /// A socket connected to a listener on this machine, and the peer's end.
-    fn pair() -> (Socket, TcpStream) {
+    /// A socket connected to a listener on this machine, and the peer's end (the
+    /// session's tests drive one too).
+    pub(crate) fn pair() -> (Socket, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = Addr::Tcp(listener.local_addr().unwrap());
         let ours = open(
