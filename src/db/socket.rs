@@ -555,6 +555,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_read_deadline_too_short_to_share_leaves_every_wait_to_poll() {
+        let (mut socket, _peer) = pair();
+        let limit = Duration::from_millis(20);
+        socket.set_read_deadline(limit);
+
+        let started = Instant::now();
+        assert!(!socket.wait(started + limit).unwrap(), "poll(2) ran out");
+        assert!(started.elapsed() >= limit);
+        assert_eq!(read_once(&mut socket), None, "and no read waits");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn a_deadline_sooner_than_the_read_deadline_is_waited_for_with_poll() {
         let (mut socket, _peer) = pair();
         socket.set_read_deadline(Duration::from_secs(10));
