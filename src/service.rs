@@ -142,7 +142,9 @@ type Dispatch = fn(&Ctx, &Request, Routed, Option<&str>) -> Result<Response, Api
 
 impl Service {
     fn serve(&self, req: Request, dispatch: Dispatch) -> Response {
-        let start = Instant::now();
+        // From the complete request, its wait for a worker included: under load that
+        // wait is most of a request's time, and the metrics and access log must show it.
+        let start = req.received.unwrap_or_else(Instant::now);
         let rid = request_id::from_header(req.header("x-request-id"));
         let route = self.route(&req);
         let client = client_addr(&req, &self.trusted_proxies);
@@ -496,6 +498,32 @@ mod tests {
             logged.iter().any(|l| l.contains("the handler panicked")),
             "{logged:?}"
         );
+    }
+
+    #[test]
+    fn a_requests_time_counts_from_when_it_was_complete_in_the_metrics_and_the_access_log() {
+        captured_log();
+        let s = service(None);
+        let mut req = get("/health/live").with_header("X-Request-Id", "waited-1");
+        // As if it had waited 300 ms in the queue for a worker.
+        req.received = Instant::now().checked_sub(Duration::from_millis(300));
+        assert!(req.received.is_some());
+        assert_eq!(s.handle(req).status, 200);
+        let metrics = s.ctx.metrics.render(Default::default(), None);
+        let bucket = |le: &str| {
+            format!("http_request_duration_seconds_bucket{{route=\"/health/live\",le=\"{le}\"}}")
+        };
+        assert!(metrics.contains(&(bucket("0.25") + " 0\n")), "{metrics}");
+        assert!(metrics.contains(&(bucket("0.5") + " 1\n")), "{metrics}");
+        let logged = lines_naming("waited-1");
+        let took: f64 = logged
+            .iter()
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_suffix("ms")?.parse().ok())
+            })
+            .expect("an access line with its time");
+        assert!(took >= 300.0, "{logged:?}");
     }
 
     #[test]

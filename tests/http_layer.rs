@@ -402,6 +402,39 @@ fn extra_requests_get_503_with_retry_after_when_the_worker_queue_is_full() {
     assert_eq!(queued.status, 200);
 }
 
+#[test]
+fn a_request_carries_when_it_was_complete_so_its_wait_for_a_worker_counts() {
+    let (gate, handler) = Gate::handler();
+    let config = ServerConfig {
+        workers: 1,
+        ..quick_config()
+    };
+    let server = TestServer::start(config, handler);
+    let mut busy = server.client();
+    busy.send("GET /gate HTTP/1.1\r\nHost: t\r\n\r\n");
+    gate.wait_entered();
+    let mut queued = server.client();
+    queued.send("GET /queued HTTP/1.1\r\nHost: t\r\n\r\n");
+    // The only worker is held at the gate: the second request waits in the queue.
+    let held = Duration::from_millis(300);
+    thread::sleep(held);
+    gate.release_one();
+    assert_eq!(busy.response().status, 200);
+    let ago = |v: serde_json::Value| {
+        Duration::from_millis(v["received_ms_ago"].as_u64().expect("set by the layer"))
+    };
+    // echo reads the clock as it starts: the queued request's time includes its wait.
+    let waited = ago(queued.response().json());
+    assert!(
+        waited >= held,
+        "counted from when a worker took it, not from when it was complete: {waited:?}"
+    );
+    // With the worker free, a request's time starts about when the handler does.
+    queued.send("GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    let prompt = ago(queued.response().json());
+    assert!(prompt < held, "a request that did not wait: {prompt:?}");
+}
+
 /// The gate's handler, with `/live` answerable at once, as the service's liveness is.
 struct WithLive<H>(H);
 

@@ -16,6 +16,7 @@ pub mod server;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 pub use rejection::Rejection;
 
@@ -95,6 +96,11 @@ pub struct Request {
     /// What the handler made of the head ([`Handler::note`]), once the connection layer
     /// has asked; `None` before, and for requests built in tests.
     pub note: Option<Note>,
+    /// When the connection layer took up the complete request (a pipelined one: once the
+    /// one before it was answered), before it waited for a worker. A request's time is
+    /// counted from here, so that a queue growing under load shows in its latency.
+    /// `None` for requests built in tests.
+    pub received: Option<Instant>,
 }
 
 /// A handler's own note about a request, made once from its head ([`Handler::note`]) on
@@ -119,6 +125,7 @@ impl Request {
             body: Body::Complete(Vec::new()),
             peer: None,
             note: None,
+            received: None,
         }
     }
 

@@ -185,6 +185,8 @@ pub fn describe(req: &Request) -> Value {
         "body": body,
         "too_large": too_large,
         "peer": req.peer.map(|p| p.to_string()),
+        // How long ago the connection layer took the request up, when the handler saw it.
+        "received_ms_ago": req.received.map(|t| t.elapsed().as_millis() as u64),
     })
 }
 

@@ -406,6 +406,9 @@ impl Exchanges {
     /// Queues a complete request for the workers, or answers 503 if the queue is full.
     /// A request the handler can answer at once is answered here instead.
     fn schedule(&mut self, i: usize, mut ready: Box<Ready>, now: Instant) {
+        // This turn's clock: the request's last bytes were read in it (or, pipelined,
+        // it waited in the buffer until this turn).
+        ready.request.received = Some(now);
         if ready.request.note.is_none() {
             ready.request.note = self.handler.note(&ready.request);
         }
