@@ -26,6 +26,9 @@ pub struct Metrics {
     /// Per route: one count per bucket plus the overflow (`+Inf`), not cumulative.
     buckets: Vec<AtomicU64>,
     sum_micros: Vec<AtomicU64>,
+    /// How long requests waited for a worker: one count per bucket plus the overflow.
+    queue_buckets: Vec<AtomicU64>,
+    queue_sum_micros: AtomicU64,
     /// Answers replayed for a repeated `Idempotency-Key`.
     replays: AtomicU64,
     version: &'static str,
@@ -45,6 +48,8 @@ impl Metrics {
             requests: zeros(n * METHODS.len() * (STATUSES.len() + 1)),
             buckets: zeros(n * (BUCKETS.len() + 1)),
             sum_micros: zeros(n),
+            queue_buckets: zeros(BUCKETS.len() + 1),
+            queue_sum_micros: AtomicU64::new(0),
             routes,
             replays: AtomicU64::new(0),
             version,
@@ -70,13 +75,16 @@ impl Metrics {
             .unwrap_or(STATUSES.len());
         let route = route.min(self.sum_micros.len() - 1);
         self.requests[(route * METHODS.len() + m) * (STATUSES.len() + 1) + s].fetch_add(1, Relaxed);
-        let secs = took.as_secs_f64();
-        let b = BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[route * (BUCKETS.len() + 1) + b].fetch_add(1, Relaxed);
+        self.buckets[route * (BUCKETS.len() + 1) + bucket(took)].fetch_add(1, Relaxed);
         self.sum_micros[route].fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// Counts how long a request waited, complete, in the queue before a worker took it:
+    /// the part of its time that more `WORKERS` (or fewer slow requests) would cut.
+    pub fn observe_queue_wait(&self, waited: Duration) {
+        self.queue_buckets[bucket(waited)].fetch_add(1, Relaxed);
+        self.queue_sum_micros
+            .fetch_add(waited.as_micros() as u64, Relaxed);
     }
 
     /// The per-key request counter, appended to `out`: one series per key in force,
@@ -136,32 +144,31 @@ impl Metrics {
         for (route, pattern) in self.routes.iter().enumerate() {
             let counts =
                 &self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)];
-            let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
-            if total == 0 {
-                continue;
-            }
-            let mut cumulative = 0;
-            for (le, count) in BUCKETS.iter().zip(counts) {
-                cumulative += count.load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{route=\"{pattern}\",le=\"{le}\"}} {cumulative}"
+            let sum = self.sum_micros[route].load(Relaxed);
+            // A route never asked for has no series, as in `http_requests_total`.
+            if counts.iter().any(|c| c.load(Relaxed) > 0) {
+                let label = format!("route=\"{pattern}\"");
+                render_histogram(
+                    &mut out,
+                    "http_request_duration_seconds",
+                    &label,
+                    counts,
+                    sum,
                 );
             }
-            let sum = self.sum_micros[route].load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{route=\"{pattern}\",le=\"+Inf\"}} {total}"
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{route=\"{pattern}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{route=\"{pattern}\"}} {total}"
-            );
         }
+        out.push_str(
+            "# HELP http_request_queue_seconds Time complete requests waited for a worker.\n",
+        );
+        out.push_str("# TYPE http_request_queue_seconds histogram\n");
+        let sum = self.queue_sum_micros.load(Relaxed);
+        render_histogram(
+            &mut out,
+            "http_request_queue_seconds",
+            "",
+            &self.queue_buckets,
+            sum,
+        );
         let _ = write!(
             out,
             "# HELP db_pool_connections Pooled database connections, by state.\n\
@@ -206,6 +213,50 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The bucket a duration falls in: the first whose bound it does not pass, or the
+/// overflow.
+fn bucket(d: Duration) -> usize {
+    let secs = d.as_secs_f64();
+    BUCKETS
+        .iter()
+        .position(|&le| secs <= le)
+        .unwrap_or(BUCKETS.len())
+}
+
+/// One histogram's series: `counts` per bucket (not cumulative, the overflow last),
+/// `labels` the series' own (`route="/users"`, or none), `sum_micros` their total.
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    counts: &[AtomicU64],
+    sum_micros: u64,
+) {
+    let (open, comma) = if labels.is_empty() {
+        ("", "")
+    } else {
+        (labels, ",")
+    };
+    let mut cumulative = 0;
+    for (le, count) in BUCKETS.iter().zip(counts) {
+        cumulative += count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{open}{comma}le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
+    let _ = writeln!(out, "{name}_bucket{{{open}{comma}le=\"+Inf\"}} {total}");
+    let own = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let sum = sum_micros as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum{own} {sum}");
+    let _ = writeln!(out, "{name}_count{own} {total}");
 }
 
 #[cfg(test)]
@@ -274,6 +325,31 @@ mod tests {
         let text = m.render(POOL, Some((POOL, 7)));
         assert!(text.contains("db_replica_pool_connections{state=\"idle\"} 3\n"));
         assert!(text.contains("db_replica_fallbacks_total 7\n"));
+    }
+
+    #[test]
+    fn render_has_the_queue_wait_histogram_even_before_a_request() {
+        let m = metrics("x");
+        let text = m.render(POOL, None);
+        assert!(text.contains("# TYPE http_request_queue_seconds histogram\n"));
+        assert!(text.contains("http_request_queue_seconds_bucket{le=\"+Inf\"} 0\n"));
+        m.observe_queue_wait(Duration::from_micros(300));
+        m.observe_queue_wait(Duration::from_millis(3));
+        m.observe_queue_wait(Duration::from_secs(6));
+        let text = m.render(POOL, None);
+        for series in [
+            "http_request_queue_seconds_bucket{le=\"0.0005\"} 1\n",
+            "http_request_queue_seconds_bucket{le=\"0.001\"} 1\n",
+            "http_request_queue_seconds_bucket{le=\"0.005\"} 2\n",
+            "http_request_queue_seconds_bucket{le=\"5\"} 2\n",
+            "http_request_queue_seconds_bucket{le=\"+Inf\"} 3\n",
+            "http_request_queue_seconds_sum 6.0033\n",
+            "http_request_queue_seconds_count 3\n",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        // Nothing went into the per-route duration histogram.
+        assert!(!text.contains("http_request_duration_seconds_bucket"));
     }
 
     #[test]

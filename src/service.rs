@@ -147,6 +147,11 @@ impl Service {
         let start = req.received.unwrap_or_else(Instant::now);
         let rid = request_id::from_header(req.header("x-request-id"));
         let route = self.route(&req);
+        // A request the connection layer answers itself never queues; one built in a
+        // test was never received.
+        if let (Some(received), false) = (req.received, route.is_immediate()) {
+            self.ctx.metrics.observe_queue_wait(received.elapsed());
+        }
         let client = client_addr(&req, &self.trusted_proxies);
         // The set in force when the request arrived serves all of it, even if a reload
         // swaps in another meanwhile.
@@ -524,6 +529,35 @@ mod tests {
             })
             .expect("an access line with its time");
         assert!(took >= 300.0, "{logged:?}");
+    }
+
+    #[test]
+    fn a_requests_wait_for_a_worker_is_counted_apart_and_an_immediate_one_never_waits() {
+        let s = service(None);
+        let waited = |path: &str, ms: u64| {
+            let mut req = get(path);
+            req.received = Instant::now().checked_sub(Duration::from_millis(ms));
+            assert!(req.received.is_some());
+            s.handle(req);
+        };
+        let queue = |le: &str| {
+            let text = s.ctx.metrics.render(Default::default(), None);
+            let series = format!("http_request_queue_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {series}in {text}"))
+        };
+        // As if they had waited 300 ms and 0 ms in the queue.
+        waited("/nowhere", 300);
+        waited("/nowhere", 0);
+        assert_eq!((queue("0.0005"), queue("0.25"), queue("0.5")), (1, 1, 2));
+        // Answered on the connection layer's thread: it took no worker, so it is no
+        // evidence about the queue, however long ago it arrived.
+        waited("/health/live", 300);
+        assert_eq!((queue("0.25"), queue("+Inf")), (1, 2));
+        // Built in a test, never received: not counted either.
+        s.handle(get("/nowhere"));
+        assert_eq!(queue("+Inf"), 2);
     }
 
     #[test]

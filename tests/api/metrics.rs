@@ -259,6 +259,37 @@ fn metrics_have_a_request_duration_histogram_by_route() {
 }
 
 #[test]
+fn metrics_count_each_requests_wait_for_a_worker_but_not_the_scrape() {
+    let app = spawn_app();
+    let count = |samples: &[Sample]| {
+        find(samples, "http_request_queue_seconds_count", &[])
+            .expect("http_request_queue_seconds_count")
+            .value
+    };
+    let (before, types) = scrape(&app);
+    assert_eq!(
+        types.get("http_request_queue_seconds").map(String::as_str),
+        Some("histogram")
+    );
+
+    for _ in 0..3 {
+        app.get_user(4242);
+    }
+    // Answered by the connection layer itself, as the scrapes are: no worker taken.
+    app.request("GET", "/health/live", &[], None);
+
+    let (after, _) = scrape(&app);
+    assert_eq!(count(&after) - count(&before), 3.0);
+    let inf = find(
+        &after,
+        "http_request_queue_seconds_bucket",
+        &[("le", "+Inf")],
+    )
+    .expect("a +Inf bucket");
+    assert_eq!(inf.value, count(&after));
+}
+
+#[test]
 fn metrics_report_the_pool_and_its_wait_timeouts() {
     // Arrange: a pool of two, warm, and nothing running.
     let app = spawn_app_with(|vars| {
