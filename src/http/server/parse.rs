@@ -5,6 +5,7 @@
 //! head is refused here, before a single body byte is read.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use crate::http::{Body, Method, Request};
 
@@ -69,10 +70,22 @@ pub(crate) struct Head {
 ///
 /// The caller has already checked the byte limit; this checks the field-count limit and
 /// every framing rule.
+/// Header fields parsed without a heap allocation: `MAX_HEADERS`' default.
+const ON_STACK: usize = 64;
+
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut parsed = httparse::Request::new(&mut fields);
-    match parsed.parse(buf) {
+    // httparse fills one slot per field. Up to `MAX_HEADERS`' default they live on the
+    // stack, uninitialised: no allocation and no zeroing per request.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; ON_STACK];
+    let mut on_heap = Vec::new();
+    let fields = if limits.max_headers <= ON_STACK {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        &mut on_heap[..]
+    };
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(_)) => {}
         // The caller found the empty line, so a partial parse means the empty line was
         // somewhere httparse does not accept one: malformed.
@@ -100,16 +113,15 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection>
         return Err(Rejection::malformed());
     };
 
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    // One slot to spare: the connection layer adds `x-request-id` when the client sent
+    // none (`request_id::assign`), which would otherwise grow the vector again.
+    let mut headers = Vec::with_capacity(parsed.headers.len() + 1);
+    headers.extend(parsed.headers.iter().map(|h| {
+        (
+            h.name.to_ascii_lowercase(),
+            String::from_utf8_lossy(h.value).into_owned(),
+        )
+    }));
 
     let mut request = Request::new(Method::parse(method), origin_form(target));
     let body_length = decide_body_length(&headers, minor_version, limits)?;
@@ -527,6 +539,39 @@ mod tests {
         }
         text.push_str("\r\n");
         assert_eq!(status(&text), 431);
+    }
+
+    #[test]
+    fn field_limits_past_the_stacks_slots_are_kept_exactly() {
+        /// A head of `n` fields (`Host` and `X-1: v1` onwards) under `max_headers`.
+        fn head(n: usize, max_headers: usize) -> Result<Head, Rejection> {
+            let mut text = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+            for i in 1..n {
+                text.push_str(&format!("X-{i}: v{i}\r\n"));
+            }
+            text.push_str("\r\n");
+            let limits = Limits {
+                max_header_bytes: 64 * 1024,
+                max_headers,
+                max_body_bytes: 100,
+            };
+            parse_head(text.as_bytes(), &limits)
+        }
+        let refused = |r: Result<Head, Rejection>| r.err().map(|e| e.status);
+        // Past the slots on the stack the fields go to the heap; the limit still holds.
+        let past = ON_STACK + 36;
+        let parsed = head(past, past).expect("at the limit");
+        assert_eq!(parsed.request.headers.len(), past);
+        assert_eq!(parsed.request.header("x-99"), Some("v99"));
+        assert_eq!(refused(head(past + 1, past)), Some(431));
+        // And at the stack's own size.
+        assert_eq!(
+            head(ON_STACK, ON_STACK)
+                .map(|h| h.request.headers.len())
+                .ok(),
+            Some(ON_STACK)
+        );
+        assert_eq!(refused(head(ON_STACK + 1, ON_STACK)), Some(431));
     }
 
     #[test]
