@@ -100,8 +100,8 @@ fn format_line(line: &mut Vec<u8>, time: SystemTime, record: &Record<'_>) {
     );
 }
 
-/// Where lines go: stderr, or the file. Whole lines only, in one write(2) each batch, so
-/// that lines from several threads (and processes appending to one file) never
+/// Where lines go: stderr, or the file. Whole lines only (see [`write_lines`]), so that
+/// lines from several threads (and processes writing to one file or pipe) never
 /// interleave.
 trait Sink: Send + Sync {
     fn line(&self, line: &[u8]);
@@ -135,6 +135,32 @@ struct Pending {
 
 /// Pending bytes past which a line waits for the writer (about 10 000 access lines).
 const PENDING_LIMIT: usize = 1 << 20;
+
+/// The most a write(2) to a pipe carries in one piece (POSIX's `PIPE_BUF` on Linux): a
+/// service manager's or a container's log pipe may have other writers.
+const PIPE_BUF: usize = 4096;
+
+/// Writes `lines` (whole lines) in writes of at most `PIPE_BUF` bytes, each ending at a
+/// line's end, so that no line is split between writes; a longer line goes alone in one
+/// write, as every line did before lines were batched.
+fn write_lines(out: &mut impl Write, mut lines: &[u8]) -> io::Result<()> {
+    while !lines.is_empty() {
+        let cut = if lines.len() <= PIPE_BUF {
+            lines.len()
+        } else {
+            match lines[..PIPE_BUF].iter().rposition(|&b| b == b'\n') {
+                Some(end) => end + 1,
+                None => lines
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(lines.len(), |end| end + 1),
+            }
+        };
+        out.write_all(&lines[..cut])?;
+        lines = &lines[cut..];
+    }
+    Ok(())
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -175,7 +201,7 @@ impl<W: Write + Send> Sink for Combining<W> {
             let mut batch = std::mem::replace(&mut p.lines, spare);
             drop(p);
             // Nowhere to report a failing log destination: the lines are lost.
-            let _ = lock(&self.out).write_all(&batch);
+            let _ = write_lines(&mut *lock(&self.out), &batch);
             batch.clear();
             p = lock(&self.pending);
             p.spare = batch;
@@ -266,6 +292,45 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [2000; 8]);
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_writes_of_whole_lines_within_pipe_buf() {
+        /// Keeps each write(2) apart.
+        #[derive(Default)]
+        struct Writes(Vec<Vec<u8>>);
+        impl Write for Writes {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut batch = Vec::new();
+        for i in 0..200 {
+            batch.extend_from_slice(format!("line {i} {}\n", "x".repeat(i % 70)).as_bytes());
+        }
+        let long = format!("{}\n", "y".repeat(2 * PIPE_BUF));
+        batch.extend_from_slice(long.as_bytes());
+        batch.extend_from_slice(b"last\n");
+        let mut out = Writes::default();
+        write_lines(&mut out, &batch).unwrap();
+        assert_eq!(out.0.concat(), batch, "every byte, in order");
+        assert!(out.0.len() > 2, "split into several writes");
+        for w in &out.0 {
+            assert!(w.ends_with(b"\n"), "a write ends at a line's end");
+            assert!(
+                w.len() <= PIPE_BUF || w == long.as_bytes(),
+                "{} bytes",
+                w.len()
+            );
+        }
+        assert!(
+            out.0.iter().any(|w| w == long.as_bytes()),
+            "the long line alone"
+        );
     }
 
     /// A destination whose first write blocks until the test lets it go.

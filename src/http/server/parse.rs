@@ -66,13 +66,13 @@ pub(crate) struct Head {
     pub expect_continue: bool,
 }
 
+/// Header fields parsed without a heap allocation: `MAX_HEADERS`' default.
+const ON_STACK: usize = 64;
+
 /// Parses a head that ends in an empty line (`buf` holds exactly the head).
 ///
 /// The caller has already checked the byte limit; this checks the field-count limit and
 /// every framing rule.
-/// Header fields parsed without a heap allocation: `MAX_HEADERS`' default.
-const ON_STACK: usize = 64;
-
 pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Result<Head, Rejection> {
     // httparse fills one slot per field. Up to `MAX_HEADERS`' default they live on the
     // stack, uninitialised: no allocation and no zeroing per request.
