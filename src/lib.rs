@@ -20,6 +20,7 @@ pub mod service;
 mod short_copy;
 pub mod shutdown;
 pub mod startup;
+mod sync;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;

@@ -143,16 +143,16 @@ impl Metrics {
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
         for (route, pattern) in self.routes.iter().enumerate() {
             let counts =
-                &self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)];
-            let sum = self.sum_micros[route].load(Relaxed);
+                read(&self.buckets[route * (BUCKETS.len() + 1)..(route + 1) * (BUCKETS.len() + 1)]);
             // A route never asked for has no series, as in `http_requests_total`.
-            if counts.iter().any(|c| c.load(Relaxed) > 0) {
+            if counts.iter().any(|&c| c > 0) {
+                let sum = self.sum_micros[route].load(Relaxed);
                 let label = format!("route=\"{pattern}\"");
                 render_histogram(
                     &mut out,
                     "http_request_duration_seconds",
                     &label,
-                    counts,
+                    &counts,
                     sum,
                 );
             }
@@ -166,7 +166,7 @@ impl Metrics {
             &mut out,
             "http_request_queue_seconds",
             "",
-            &self.queue_buckets,
+            &read(&self.queue_buckets),
             sum,
         );
         let _ = write!(
@@ -226,37 +226,33 @@ fn bucket(d: Duration) -> usize {
 }
 
 /// One histogram's series: `counts` per bucket (not cumulative, the overflow last),
-/// `labels` the series' own (`route="/users"`, or none), `sum_micros` their total.
-fn render_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    counts: &[AtomicU64],
-    sum_micros: u64,
-) {
-    let (open, comma) = if labels.is_empty() {
-        ("", "")
+/// `labels` the series' own (`route="/users"`, or none), `sum_micros` their total. Each
+/// counter is read once, so the buckets stay cumulative and `+Inf` equals `_count` even
+/// while requests are counted.
+fn render_histogram(out: &mut String, name: &str, labels: &str, counts: &[u64], sum_micros: u64) {
+    let (bucket_labels, own) = if labels.is_empty() {
+        (String::new(), String::new())
     } else {
-        (labels, ",")
+        (format!("{labels},"), format!("{{{labels}}}"))
     };
     let mut cumulative = 0;
     for (le, count) in BUCKETS.iter().zip(counts) {
-        cumulative += count.load(Relaxed);
+        cumulative += count;
         let _ = writeln!(
             out,
-            "{name}_bucket{{{open}{comma}le=\"{le}\"}} {cumulative}"
+            "{name}_bucket{{{bucket_labels}le=\"{le}\"}} {cumulative}"
         );
     }
-    let total: u64 = counts.iter().map(|c| c.load(Relaxed)).sum();
-    let _ = writeln!(out, "{name}_bucket{{{open}{comma}le=\"+Inf\"}} {total}");
-    let own = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
+    let total: u64 = counts.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{{bucket_labels}le=\"+Inf\"}} {total}");
     let sum = sum_micros as f64 / 1e6;
     let _ = writeln!(out, "{name}_sum{own} {sum}");
     let _ = writeln!(out, "{name}_count{own} {total}");
+}
+
+/// The counters' values now.
+fn read(counters: &[AtomicU64]) -> Vec<u64> {
+    counters.iter().map(|c| c.load(Relaxed)).collect()
 }
 
 #[cfg(test)]

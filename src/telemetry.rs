@@ -17,11 +17,12 @@ use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
+use crate::sync::lock;
 use crate::{clock, short_copy};
 
 /// Installs the logger. Only our own records and the pool's are kept: the database
@@ -160,10 +161,6 @@ fn write_lines(out: &mut impl Write, mut lines: &[u8]) -> io::Result<()> {
         lines = &lines[cut..];
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<W: Write + Send> Combining<W> {

@@ -19,10 +19,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 
 use mio::Waker;
+
+use crate::sync::lock;
 
 /// A bounded queue with one sender (the reactor) and many receivers (the workers):
 /// `capacity` jobs may wait beyond those the idle receivers are about to take (so 0
@@ -63,11 +65,6 @@ struct Idle<T> {
     thread: Thread,
     job: Mutex<Option<T>>,
     closed: AtomicBool,
-}
-
-fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
-    // A panic never happens while the lock is held (no user code runs under it).
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(crate) struct JobSender<T>(Arc<Jobs<T>>);
