@@ -330,6 +330,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_failing_destination_loses_its_lines_and_holds_up_no_one() {
+        /// Fails its first write, then takes everything.
+        #[derive(Default)]
+        struct FailsOnce(bool, Vec<u8>);
+        impl Write for FailsOnce {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if !self.0 {
+                    self.0 = true;
+                    return Err(io::Error::other("disk full"));
+                }
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Combining::new(FailsOnce::default());
+        sink.line(b"lost\n");
+        assert!(
+            !lock(&sink.pending).writing,
+            "the writer let go after the failure"
+        );
+        assert!(lock(&sink.pending).lines.is_empty());
+        sink.line(b"kept\n");
+        assert_eq!(sink.out.into_inner().unwrap().1, b"kept\n");
+    }
+
     /// A destination whose first write blocks until the test lets it go.
     struct Gated {
         written: Written,
