@@ -547,10 +547,11 @@ mod tests {
                 .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok())
                 .unwrap_or_else(|| panic!("no {series}in {text}"))
         };
-        // As if they had waited 300 ms and 0 ms in the queue.
+        // As if they had waited 300 ms and 0 ms in the queue (the second's count may
+        // still take a little while on a busy machine: no tighter bound than 0.25 s).
         waited("/nowhere", 300);
         waited("/nowhere", 0);
-        assert_eq!((queue("0.0005"), queue("0.25"), queue("0.5")), (1, 1, 2));
+        assert_eq!((queue("0.25"), queue("0.5")), (1, 2));
         // Answered on the connection layer's thread: it took no worker, so it is no
         // evidence about the queue, however long ago it arrived.
         waited("/health/live", 300);
