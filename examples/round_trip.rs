@@ -1,6 +1,6 @@
 //! What one query's round trip costs the client, three ways, to show where a request's
-//! CPU goes (docs/performance.md, "What a blocking round trip costs"). A measuring tool
-//! for the bench, not part of the shipped binary.
+//! CPU goes (docs/performance.md, "What a query costs the client, and the runtime we
+//! dropped"). A measuring tool for the bench, not part of the shipped binary.
 //!
 //! ```text
 //! round_trip DATABASE_URL [SECONDS] [CONNECTIONS]
