@@ -14,7 +14,7 @@ import traceback
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -105,7 +105,7 @@ def sent(method):
 
 
 def open_edit(uid):
-    row_button(uid, "Edit").click()
+    click_row_button(uid, "Edit")
     wait(lambda: by_id("form-title").text == "Edit user #%d" % uid, "the form to hold user #%d" % uid)
     wait(lambda: js("return document.activeElement.id") == "f-first_name", "focus in the form")
 
@@ -161,6 +161,19 @@ def rows():
 
 def row_button(uid, label):
     return D.find_element(By.CSS_SELECTOR, '#rows tr[data-id="%d"] button[aria-label^="%s"]' % (uid, label))
+
+
+def click_row_button(uid, label):
+    """Clicks a row's button. The page renders the list afresh whenever a load ends, so
+    a button found just before that is gone by the time of the click (a run of CI failed
+    so): find it again until a click lands."""
+    def attempt():
+        try:
+            row_button(uid, label).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+    wait(attempt, "a click on user %d's %s button" % (uid, label))
 
 
 def fill(field, value):
@@ -399,26 +412,26 @@ def test_delete_asks_first_and_cancel_keeps_the_user():
     by_id("find-clear").click()
     wait(lambda: any(r["first"] == XSS_FIRST for r in rows()), "the hostile user")
     uid = [r for r in rows() if r["first"] == XSS_FIRST][0]["id"]
-    row_button(uid, "Delete").click()
+    click_row_button(uid, "Delete")
     wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     assert XSS_FIRST in by_id("confirm-text").text
     shot("admin-1280-confirm")
     D.switch_to.active_element.send_keys(Keys.ESCAPE)
     wait(lambda: by_id("confirm").get_attribute("open") is None, "the dialog to close")
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "Escape deletes nothing"
-    row_button(uid, "Delete").click()
+    click_row_button(uid, "Delete")
     wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     by_id("confirm-no").click()
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "Cancel deletes nothing"
     # Changed by someone else after the dialog showed it: 412, nothing deleted.
-    row_button(uid, "Delete").click()
+    click_row_button(uid, "Delete")
     wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     assert api(OPEN, "PATCH", "/users/%d" % uid, {"email": "changed@example.com"})[0] == 200
     by_id("confirm-yes").click()
     wait_status("so it was not deleted")
     assert api(OPEN, "GET", "/users/%d" % uid)[0] == 200, "a 412 deletes nothing"
     tag = etag(OPEN, uid)
-    row_button(uid, "Delete").click()
+    click_row_button(uid, "Delete")
     wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     assert "changed@example.com" in by_id("confirm-text").text, "the dialog shows the user as it is now"
     by_id("confirm-yes").click()
@@ -485,7 +498,7 @@ def test_a_read_key_hides_the_write_actions_after_a_403_and_a_write_key_writes()
     open_edit(uid)
     fill("last_name", "Edited").send_keys(Keys.ENTER)
     wait_status("Saved user #%d" % uid)
-    row_button(uid, "Delete").click()
+    click_row_button(uid, "Delete")
     wait(lambda: by_id("confirm").get_attribute("open") is not None, "the confirmation")
     by_id("confirm-yes").click()
     wait_status("Deleted user #%d" % uid)
