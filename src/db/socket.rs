@@ -488,8 +488,10 @@ pub(crate) mod tests {
 
         let started = Instant::now();
         assert!(socket.wait(started + Duration::from_secs(10)).unwrap());
+        // Half the deadline: a busy CI machine may hold the thread for a while, but not
+        // for seconds.
         assert!(
-            started.elapsed() < Duration::from_millis(50),
+            started.elapsed() < Duration::from_secs(5),
             "wait left it to the read"
         );
         let answer = std::thread::spawn(move || {
